@@ -1,0 +1,47 @@
+"""geofm: fine-tune geospatial foundation models on satellite imagery.
+
+``import geofm`` stays light: public names load their modules on first access (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "Registry",
+            "MultiSourceRegistry",
+            "UnknownNameError",
+            "default_scope",
+            "registry_summary",
+            "BACKBONE_REGISTRY",
+            "DECODER_REGISTRY",
+            "NECK_REGISTRY",
+            "MODEL_FACTORY_REGISTRY",
+            "GEOFM_BACKBONE_REGISTRY",
+            "GEOFM_DECODER_REGISTRY",
+            "GEOFM_NECK_REGISTRY",
+        ],
+        "geofm.registry",
+    ),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geofm' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""Model components: backbones, necks, decoders, heads, and the models that compose them."""

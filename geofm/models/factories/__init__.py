@@ -1,0 +1,1 @@
+"""Model factories, registered in ``MODEL_FACTORY_REGISTRY``."""

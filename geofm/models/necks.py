@@ -1,0 +1,1 @@
+"""Necks: adapt a backbone's feature list to what a decoder expects."""

@@ -1,0 +1,44 @@
+"""Errors raised by registries."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["UnknownNameError", "MissingDependencyError", "close_names"]
+
+
+def close_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
+    """Up to ``n`` names of ``known`` that look like ``name``, closest first."""
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+
+
+class UnknownNameError(KeyError):
+    """A name that no registry in the search path knows.
+
+    A ``KeyError`` so that ``except KeyError`` keeps working, with a readable message
+    (``KeyError`` would otherwise print its argument quoted).
+    """
+
+    def __init__(self, name: str, registry: str, suggestions: list[str] | None = None):
+        self.name = name
+        self.registry = registry
+        self.suggestions = list(suggestions or [])
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        msg = f"'{self.name}' is not in the {self.registry} registry."
+        if self.suggestions:
+            msg += " Did you mean: " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        return msg
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency that a requested component needs is not installed."""
+
+    def __init__(self, what: str, package: str, extra: str):
+        self.package = package
+        super().__init__(
+            f"{what} needs the optional package '{package}', which is not installed. "
+            f"Install it with: pip install 'geofm[{extra}]'"
+        )

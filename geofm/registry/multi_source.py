@@ -1,0 +1,147 @@
+"""A registry made of several sources, each reached by a name prefix."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from geofm.registry.errors import MissingDependencyError, UnknownNameError, close_names
+from geofm.registry.registry import build_from_cfg
+
+__all__ = ["MultiSourceRegistry", "Source"]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What a source must offer: set behaviour plus ``get`` and ``build``."""
+
+    def __contains__(self, name: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def __len__(self) -> int: ...
+    def get(self, name: str) -> Callable[..., Any]: ...
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class MultiSourceRegistry:
+    """Prefix → source mapping that behaves as one set of (prefixed) names.
+
+    ``"timm_resnet18"`` goes straight to the ``timm`` source; ``"resnet18"`` is searched in the
+    sources in the order they were added (ours first). Building tries the next source only when
+    a source does not know the name: errors raised inside a constructor reach the caller as
+    they are.
+
+    Args:
+        name: What the registry holds, for error messages.
+        sources: Initial prefix → source mapping, in search order.
+    """
+
+    def __init__(self, name: str, sources: Mapping[str, Source] | None = None):
+        self.name = name
+        self._sources: OrderedDict[str, Source] = OrderedDict()
+        self._unavailable: dict[str, MissingDependencyError] = {}
+        for prefix, source in (sources or {}).items():
+            self.register_source(prefix, source)
+
+    # ------------------------------------------------------------------ sources
+    def register_source(self, prefix: str, registry: Source) -> None:
+        """Add a source reached by ``prefix + "_"``; it is searched after those already added."""
+        if prefix in self._sources:
+            raise KeyError(f"The {self.name} registry already has a source '{prefix}'.")
+        if "_" in prefix:
+            raise ValueError(f"Source prefix '{prefix}' must not contain '_'.")
+        self._sources[prefix] = registry
+        self._unavailable.pop(prefix, None)
+
+    def register_unavailable_source(self, prefix: str, error: MissingDependencyError) -> None:
+        """Reserve ``prefix`` for a source whose package is missing: its names raise ``error``."""
+        if prefix not in self._sources:
+            self._unavailable[prefix] = error
+
+    def keys(self) -> list[str]:
+        """The prefixes of the sources, in search order."""
+        return list(self._sources)
+
+    def items(self) -> list[tuple[str, Source]]:
+        return list(self._sources.items())
+
+    def __getitem__(self, prefix: str) -> Source:
+        try:
+            return self._sources[prefix]
+        except KeyError:
+            raise UnknownNameError(prefix, f"{self.name} sources", list(self._sources)) from None
+
+    # ------------------------------------------------------------------ set behaviour
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.find_registry(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for prefix, source in self._sources.items():
+            for name in source:
+                yield f"{prefix}_{name}"
+
+    def __len__(self) -> int:
+        return sum(len(source) for source in self._sources.values())
+
+    def __repr__(self) -> str:
+        return f"MultiSourceRegistry(name={self.name!r}, sources={self.keys()})"
+
+    # ------------------------------------------------------------------ lookup
+    def _split(self, name: str) -> tuple[str | None, str]:
+        prefix, sep, rest = name.partition("_")
+        if sep and rest:
+            if prefix in self._unavailable:
+                raise self._unavailable[prefix]
+            if prefix in self._sources:
+                return prefix, rest
+        return None, name
+
+    def _resolve(self, name: str) -> tuple[Source, str] | None:
+        prefix, short = self._split(name)
+        if prefix is not None:
+            source = self._sources[prefix]
+            return (source, short) if short in source else None
+        for source in self._sources.values():
+            if name in source:
+                return source, name
+        return None
+
+    def find_registry(self, name: str) -> Source | None:
+        """The source that would build ``name``, or None when no source knows it."""
+        found = self._resolve(name)
+        return None if found is None else found[0]
+
+    def _unknown(self, name: str) -> UnknownNameError:
+        prefix, short = self._split(name)
+        if prefix is not None:
+            known: list[str] = list(self._sources[prefix])
+            suggestions = [f"{prefix}_{s}" for s in close_names(short, known)]
+        else:
+            # Unprefixed names get unprefixed suggestions from every source.
+            known = [n for source in self._sources.values() for n in source]
+            suggestions = close_names(name, known)
+        return UnknownNameError(name, self.name, suggestions)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The constructor behind ``name`` (prefixed or not)."""
+        found = self._resolve(name)
+        if found is None:
+            raise self._unknown(name)
+        source, short = found
+        return source.get(short)
+
+    def build(self, cfg: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Build from a (prefixed) name or a config dict with a ``type`` key."""
+        if not isinstance(cfg, str):
+            return build_from_cfg(cfg, self, *args, **kwargs)
+        found = self._resolve(cfg)
+        if found is None:
+            raise self._unknown(cfg)
+        source, short = found
+        return source.build(short, *args, **kwargs)
+
+    def register(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"The {self.name} registry combines read-only sources; register into its native "
+            f"source instead (e.g. GEOFM_{self.name.upper()}_REGISTRY.register)."
+        )

@@ -1,0 +1,1 @@
+"""Reading GeoTIFFs into batches: bands, datasets, datamodules, transforms, statistics."""

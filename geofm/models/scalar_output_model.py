@@ -1,0 +1,63 @@
+"""Models with one prediction per image (classification)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from geofm.models.model import Model, ModelOutput
+from geofm.models.pixel_wise_model import input_multiple, pad_to_multiple, run_necks
+
+__all__ = ["ScalarOutputModel", "pool_spatial"]
+
+
+def pool_spatial(x: torch.Tensor) -> torch.Tensor:
+    """Average ``(B, C, H, W)`` over H and W; ``(B, C)`` passes through."""
+    if x.ndim == 4:
+        return x.mean(dim=(-2, -1))
+    if x.ndim == 2:
+        return x
+    raise ValueError(f"Expected decoder output (B, C, H, W) or (B, C), got shape {tuple(x.shape)}.")
+
+
+class ScalarOutputModel(Model):
+    """Backbone → necks → decoder → spatial pooling → head, with ``(B, num_classes)`` output.
+
+    Args:
+        task: ``"classification"``.
+        encoder: Backbone returning ``list[Tensor]``.
+        decoder: Decoder returning ``(B, C, H, W)`` or ``(B, C)``.
+        head: Classification head (``nn.Identity`` when the decoder includes it).
+        necks: Necks applied in order between encoder and decoder.
+        aux_heads: Extra decoder+head modules by name.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        head: nn.Module,
+        necks: list[nn.Module] | None = None,
+        aux_heads: dict[str, nn.Module] | None = None,
+    ):
+        super().__init__()
+        if task != "classification":
+            raise ValueError(f"ScalarOutputModel task must be 'classification', got '{task}'.")
+        self.task = task
+        self.encoder = encoder
+        self.neck = nn.ModuleList(necks or [])
+        self.decoder = decoder
+        self.head = head
+        self.aux_heads = nn.ModuleDict(aux_heads or {})
+        self.pad_multiple = input_multiple(encoder)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """Class logits ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
+        x, _ = pad_to_multiple(x, self.pad_multiple)
+        features = run_necks(self.neck, self.encoder(x, **kwargs), tuple(x.shape[-2:]))
+        output = self.head(pool_spatial(self.decoder(features)))
+        aux = {name: module(features) for name, module in self.aux_heads.items()}
+        return ModelOutput(output=output, auxiliary_heads=aux)

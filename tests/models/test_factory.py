@@ -1,0 +1,215 @@
+"""EncoderDecoderFactory: shape contract, keyword routing, heads, aux heads, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from geofm.models.heads import ClassificationHead, RegressionHead, SegmentationHead
+from geofm.models.model import AuxiliaryHead, ModelOutput
+from geofm.registry import GEOFM_DECODER_REGISTRY, MODEL_FACTORY_REGISTRY
+
+torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def factory():
+    return MODEL_FACTORY_REGISTRY.build("EncoderDecoderFactory")
+
+
+def resnet_unet(factory, task, **kwargs):
+    return factory.build_model(
+        task,
+        "timm_resnet18",
+        "smp_Unet",
+        num_classes=None if task == "regression" else 3,
+        backbone_in_chans=6,
+        decoder_decoder_channels=[32, 16, 16, 8, 8],
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("size", [224, 230])
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [("segmentation", (1, 3, "H", "W")), ("regression", (1, "H", "W")), ("classification", (1, 3))],
+)
+def test_shape_contract_cnn(factory, task, expected, size):
+    model = resnet_unet(factory, task.upper() if task == "regression" else task).eval()
+    out = model(torch.randn(1, 6, size, size))
+    assert isinstance(out, ModelOutput)
+    assert tuple(out.output.shape) == tuple(size if d in ("H", "W") else d for d in expected)
+
+
+@pytest.mark.parametrize("size", [224, 230])
+def test_shape_contract_vit(factory, size):
+    model = factory.build_model(
+        "segmentation",
+        "timm_vit_tiny_patch16_224",
+        "smp_PSPNet",
+        num_classes=4,
+        backbone_in_chans=6,
+        backbone_dynamic_img_size=True,
+        backbone_out_indices=[2, 5, 8, 11],
+        decoder_encoder_depth=4,
+    ).eval()
+    assert model.pad_multiple == 16
+    assert model(torch.randn(1, 6, size, size)).output.shape == (1, 4, size, size)
+
+
+def test_keyword_routing_reaches_parts(factory):
+    model = factory.build_model(
+        "segmentation",
+        "timm_resnet18",
+        "smp_Unet",
+        num_classes=2,
+        backbone_in_chans=4,
+        decoder_decoder_channels=[40, 30, 20, 10, 5],
+        head_channel_list=[7],
+        head_dropout=0.1,
+    )
+    assert model.encoder.model.conv1.in_channels == 4
+    assert model.decoder.out_channels == 5
+    assert isinstance(model.head, SegmentationHead)
+    assert model.head.classifier.in_channels == 7
+    assert isinstance(model.head.dropout, nn.Dropout2d)
+
+
+def test_unused_keywords_are_all_named(factory):
+    with pytest.raises(ValueError) as info:
+        factory.build_model("segmentation", "timm_resnet18", "smp_Unet", num_classes=2, foo=1, bar_x=2)
+    assert "foo" in str(info.value) and "bar_x" in str(info.value)
+
+
+def test_unsupported_task(factory):
+    with pytest.raises(NotImplementedError, match="segmentation.*regression.*classification"):
+        factory.build_model("detection", "timm_resnet18", "smp_Unet")
+
+
+def test_modules_without_out_channels(factory):
+    class Bare(nn.Module):
+        def forward(self, x):
+            return [x]
+
+    with pytest.raises(ValueError, match="out_channels"):
+        factory.build_model("segmentation", Bare(), "smp_Unet", num_classes=2)
+
+
+def test_ready_modules_are_used_as_they_are(factory):
+    class Backbone(nn.Module):
+        out_channels = [5]
+
+        def forward(self, x, **kwargs):
+            self.seen_kwargs = kwargs
+            return [x[:, :5]]
+
+    class Decoder(nn.Module):
+        out_channels = 5
+
+        def forward(self, features):
+            return features[-1]
+
+    backbone, decoder = Backbone(), Decoder()
+    model = factory.build_model("regression", backbone, decoder, head_final_act="torch.nn.ReLU")
+    assert model.encoder is backbone and model.decoder is decoder
+    assert isinstance(model.head, RegressionHead)
+    out = model(torch.randn(2, 6, 9, 11), temporal_coords=torch.zeros(2, 1, 2))
+    assert out.output.shape == (2, 9, 11) and (out.output >= 0).all()
+    assert "temporal_coords" in backbone.seen_kwargs  # forward keywords reach the backbone
+
+
+def test_includes_head_decoder_gets_num_classes(factory):
+    @GEOFM_DECODER_REGISTRY.register(name="_TestHeadDecoder", force=True)
+    class HeadDecoder(nn.Module):
+        includes_head = True
+
+        def __init__(self, channel_list, num_classes):
+            super().__init__()
+            self.out_channels = num_classes
+            self.conv = nn.Conv2d(channel_list[-1], num_classes, 1)
+
+        def forward(self, features):
+            return self.conv(features[-1])
+
+    seg = factory.build_model("segmentation", "timm_resnet18", "_TestHeadDecoder", num_classes=5)
+    assert isinstance(seg.head, nn.Identity) and seg.decoder.out_channels == 5
+    assert seg(torch.randn(2, 3, 64, 64)).output.shape == (2, 5, 64, 64)
+    reg = factory.build_model("regression", "timm_resnet18", "_TestHeadDecoder")
+    assert reg(torch.randn(2, 3, 64, 64)).output.shape == (2, 64, 64)
+    with pytest.raises(ValueError, match="head_"):
+        factory.build_model("segmentation", "timm_resnet18", "_TestHeadDecoder", num_classes=2, head_dropout=0.1)
+
+
+def test_classification_head(factory):
+    model = resnet_unet(factory, "classification", head_dim_list=[16], head_dropout=0.2)
+    assert isinstance(model.head, ClassificationHead)
+    assert model(torch.randn(2, 6, 64, 64)).output.shape == (2, 3)
+
+
+def test_rescale_off_keeps_decoder_resolution(factory):
+    model = factory.build_model(
+        "segmentation", "timm_resnet18", "smp_FPN", num_classes=2, rescale=False
+    )
+    assert model(torch.randn(2, 3, 64, 64)).output.shape == (2, 2, 16, 16)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "regression", "classification"])
+def test_aux_heads_and_gradients(factory, task):
+    model = resnet_unet(
+        factory,
+        task,
+        aux_decoders=[
+            AuxiliaryHead("aux_fpn", "smp_FPN", {"decoder_segmentation_channels": 16, "head_dropout": 0.1}),
+            {"name": "aux_psp", "decoder": "smp_PSPNet", "decoder_args": {"decoder_decoder_channels": 8}},
+        ],
+    )
+    out = model(torch.randn(2, 6, 64, 64))
+    assert set(out.auxiliary_heads) == {"aux_fpn", "aux_psp"}
+    for aux in out.auxiliary_heads.values():
+        assert aux.shape == out.output.shape
+    loss = sum(a.float().pow(2).mean() for a in out.auxiliary_heads.values())
+    loss.backward()
+    # Auxiliary losses alone train the backbone; the main decoder gets nothing from them.
+    assert model.encoder.model.conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.decoder.parameters())
+    with pytest.raises(ValueError, match="unused|does not use"):
+        resnet_unet(factory, task, aux_decoders=[AuxiliaryHead("bad", "smp_FPN", {"oops": 1})])
+
+
+def test_freezing_switches_off_exactly_the_right_parameters(factory):
+    model = resnet_unet(factory, "segmentation", aux_decoders=[AuxiliaryHead("aux", "smp_FPN")])
+    model.freeze_encoder()
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.freeze_decoder()
+    assert not any(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    model.freeze_head()
+    assert not any(p.requires_grad for p in model.head.parameters())
+    assert all(p.requires_grad for p in model.aux_heads.parameters())
+
+    # BatchNorm statistics of the frozen encoder stay fixed through .train() and a forward.
+    model.train()
+    bn = model.encoder.model.bn1
+    assert not bn.training
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 6, 64, 64) * 5 + 3)
+    assert torch.equal(before, bn.running_mean)
+
+
+def test_training_step_reduces_loss(factory):
+    torch.manual_seed(0)
+    model = resnet_unet(factory, "segmentation")
+    x = torch.randn(4, 6, 64, 64)
+    y = (x[:, 0] > 0).long()
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = nn.functional.cross_entropy(model(x).output, y)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

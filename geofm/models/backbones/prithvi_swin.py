@@ -1,0 +1,458 @@
+"""Prithvi Swin-B and Swin-L backbones: timm's Swin Transformer on HLS bands.
+
+Two variants pretrained on Harmonized Landsat Sentinel-2 (HLS) imagery:
+
+========================  =========  =================  =============================
+Variant                   embed dim  heads              ``out_channels``
+========================  =========  =================  =============================
+``prithvi_swin_B``        128        (4, 8, 16, 32)     [128, 256, 512, 1024]
+``prithvi_swin_L``        192        (6, 12, 24, 48)    [192, 384, 768, 1536]
+========================  =========  =================  =============================
+
+Both use patch 4, window 7 and depths (2, 2, 18, 2), and return four NCHW feature maps with
+strides 4, 8, 16 and 32. Weights are read from a local file (``ckpt_path``), never downloaded.
+Checkpoint layouts understood: this backbone's own ``state_dict``, timm's ``SwinTransformer``,
+the original Microsoft / SimMIM Swin layout (timm converts it), each optionally wrapped in a
+Lightning checkpoint (``{"state_dict": ...}``), ``{"model": ...}`` or a key prefix such as
+``encoder.``, ``backbone.``, ``module.`` or ``model.encoder.``.
+
+Example:
+    >>> backbone = prithvi_swin_B(ckpt_path="prithvi_swin_B.pt", bands=["RED", "NIR_NARROW"])
+    >>> features = backbone(torch.randn(2, 2, 224, 224))  # 4 maps, (2, 128, 56, 56) first
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geofm.data.bands import Band, band_indices, resolve_bands
+from geofm.models.backbones.prithvi_weights import read_checkpoint
+from geofm.registry import GEOFM_BACKBONE_REGISTRY
+
+__all__ = [
+    "PRETRAINED_BANDS",
+    "PrithviSwinVariant",
+    "VARIANTS",
+    "PrithviSwin",
+    "prithvi_swin_B",
+    "prithvi_swin_L",
+]
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
+"""The HLS bands the Prithvi Swin checkpoints were trained on, in input-channel order."""
+
+# The first layer: adapted to the bands, and the key that locates the Swin in a checkpoint.
+_PATCH_KEY = "patch_embed.proj.weight"
+# Checkpoint entries that have no counterpart in a headless backbone (classifier, SimMIM's
+# mask token) or that the model rebuilds itself (non-persistent buffers).
+_IGNORED_PREFIXES = ("head.", "mask_token")
+_IGNORED_SUFFIXES = ("relative_position_index", "attn_mask")
+# SwinTransformer arguments this class decides itself.
+_RESERVED = ("num_classes", "global_pool", "strict_img_size", "dynamic_img_size", "features_only")
+
+
+@dataclass(frozen=True)
+class PrithviSwinVariant:
+    """Architecture and pretrained-weight facts of one Prithvi Swin variant.
+
+    Attributes:
+        name: Registry name.
+        embed_dim: Channels of the first stage; each later stage doubles them.
+        num_heads: Attention heads per stage.
+        depths: Swin blocks per stage.
+        patch_size: Side of the patch-embedding convolution.
+        window_size: Side of the attention windows.
+        pretrained_bands: Input bands of the published weights, in channel order.
+        weights_origin: Where the published weights can be found (for error messages).
+    """
+
+    name: str
+    embed_dim: int
+    num_heads: tuple[int, ...]
+    depths: tuple[int, ...] = (2, 2, 18, 2)
+    patch_size: int = 4
+    window_size: int = 7
+    pretrained_bands: tuple[str, ...] = PRETRAINED_BANDS
+    weights_origin: str = (
+        "TerraTorch loaded the Prithvi Swin weights from the 'ibm-nasa-geospatial' organisation "
+        "on Hugging Face"
+    )
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of the four feature maps."""
+        return [self.embed_dim * 2**i for i in range(len(self.depths))]
+
+
+VARIANTS: dict[str, PrithviSwinVariant] = {
+    "prithvi_swin_B": PrithviSwinVariant("prithvi_swin_B", 128, num_heads=(4, 8, 16, 32)),
+    "prithvi_swin_L": PrithviSwinVariant("prithvi_swin_L", 192, num_heads=(6, 12, 24, 48)),
+}
+
+
+# ---------------------------------------------------------------------------------- weights
+def _listed(items: Sequence[str], limit: int = 12) -> str:
+    """The first ``limit`` items, comma-separated, and how many there are in all."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def _unwrap(raw: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The Swin tensors of a checkpoint, with the key prefix before ``patch_embed`` removed."""
+    for wrapper in ("state_dict", "model"):  # Lightning, and timm / SimMIM training scripts
+        if isinstance(raw.get(wrapper), Mapping):
+            raw = raw[wrapper]
+    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    prefixes = sorted({k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)})
+    if not prefixes:
+        hint = ""
+        if any(k.endswith("patch_embed.projection.weight") for k in tensors):
+            hint = (
+                " Its keys follow MMSegmentation's Swin layout (patch_embed.projection, stages.*),"
+                " which geofm does not convert; use the original (timm or Microsoft/SimMIM "
+                "layout) checkpoint."
+            )
+        raise ValueError(
+            f"ckpt_path='{path}' holds no Swin patch embedding (no key ending in "
+            f"'{_PATCH_KEY}'); keys: {_listed(list(tensors))}.{hint}"
+        )
+    if len(prefixes) > 1:
+        raise ValueError(
+            f"ckpt_path='{path}' holds several Swin models, under the key prefixes {prefixes}; "
+            "save the one to load on its own."
+        )
+    prefix = prefixes[0]
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if len(state) < len(tensors):
+        log.info(
+            "%s: using the %d tensors under prefix '%s'; ignoring %d others (decoder, head...).",
+            path, len(state), prefix, len(tensors) - len(state),
+        )
+    return state
+
+
+def _select_bands(
+    weight: torch.Tensor,
+    init: torch.Tensor,
+    ckpt_bands: list[Band],
+    model_bands: list[Band],
+    path: Path,
+) -> torch.Tensor:
+    """Patch-embedding weight ``(E, C_model, p, p)`` from the checkpoint's ``(E, C_ckpt, p, p)``.
+
+    Channels of bands the checkpoint knows are copied from it; the others keep ``init`` (the
+    model's own initialisation).
+    """
+    if weight.shape[1] != len(ckpt_bands):
+        raise ValueError(
+            f"ckpt_path='{path}' has {weight.shape[1]} input channels in '{_PATCH_KEY}', but "
+            f"pretrained_bands lists {len(ckpt_bands)}: {ckpt_bands}. Pass pretrained_bands= "
+            "with the checkpoint's bands in channel order."
+        )
+    if weight.shape[0] != init.shape[0] or weight.shape[2:] != init.shape[2:]:
+        return weight  # another architecture: reported with the other shape mismatches
+    # A model built on the meta device has no values to keep: start the new bands at zero.
+    out = (
+        torch.zeros(init.shape, dtype=weight.dtype)
+        if init.is_meta
+        else init.detach().to(device=weight.device, dtype=weight.dtype).clone()
+    )
+    positions = band_indices(model_bands, ckpt_bands, missing="none")
+    copied, new = [], []
+    for channel, (band, position) in enumerate(zip(model_bands, positions, strict=True)):
+        if position is None:
+            new.append(band)
+        else:
+            out[:, channel] = weight[:, position]
+            copied.append(band)
+    log.info("Copied patch-embedding weights of bands %s from %s.", copied, path)
+    if new:
+        log.warning(
+            "Bands %s are not among the checkpoint's bands %s: their patch-embedding weights are "
+            "newly initialised and must be learned.", new, ckpt_bands,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------- model
+class PrithviSwin(nn.Module):
+    """A Swin Transformer returning its four stage outputs as NCHW feature maps.
+
+    Wraps timm's ``SwinTransformer`` built with ``strict_img_size=False``, so any input whose
+    sides are multiples of 32 works (64x64, 224x224, 512x512...), whatever ``img_size`` is.
+
+    Args:
+        embed_dim: Channels of the first stage; each later stage doubles them.
+        depths: Swin blocks per stage.
+        num_heads: Attention heads per stage.
+        bands: Input bands in channel order, as names known to :mod:`geofm.data.bands`
+            (``"red"``, ``HLSBands.RED``) or integer identifiers of unnamed bands; the number of
+            input channels follows them. Defaults to ``pretrained_bands``.
+        pretrained_bands: Bands of the checkpoint's input channels, in order; channels of
+            ``bands`` found here are copied from the checkpoint, the others (integers included,
+            unless listed here too) are initialised anew.
+        ckpt_path: Local weight file to load (see the module docstring for the layouts).
+        img_size: Input size the attention windows are laid out for (224 in pretraining).
+        patch_size: Side of the patch-embedding convolution.
+        window_size: Side of the attention windows; checkpoint position-bias tables of another
+            window size are resized.
+        out_indices: Stages to return (0 to 3, negatives count from the end); all by default.
+            Stages after the last one requested are dropped.
+        drop_path_rate: Stochastic depth rate (timm's default, 0.1, when None).
+        **kwargs: Other ``timm.models.swin_transformer.SwinTransformer`` arguments
+            (``mlp_ratio``, ``device``, ``dtype``...); ``None`` values are dropped.
+
+    Attributes:
+        out_channels: Channels of each returned feature map.
+        strides: Downsampling factor of each returned feature map.
+        bands: Canonical input bands (band-enum values such as ``"RED"``, or ints).
+        pretrained_bands: Canonical bands of the checkpoint's input channels.
+        model: The wrapped timm ``SwinTransformer``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        depths: Sequence[int] = (2, 2, 18, 2),
+        num_heads: Sequence[int] = (4, 8, 16, 32),
+        bands: Sequence[Band] | None = None,
+        pretrained_bands: Sequence[Band] = PRETRAINED_BANDS,
+        ckpt_path: str | Path | None = None,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 4,
+        window_size: int = 7,
+        out_indices: Sequence[int] | None = None,
+        drop_path_rate: float | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__()
+        from timm.models.swin_transformer import SwinTransformer
+
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        reserved = sorted(set(kwargs) & set(_RESERVED))
+        if reserved:
+            raise ValueError(
+                f"PrithviSwin sets {reserved} itself (a headless backbone accepting any input "
+                "size); remove them."
+            )
+        if len(depths) != len(num_heads):
+            raise ValueError(
+                f"depths={tuple(depths)} and num_heads={tuple(num_heads)} must have one entry "
+                "per stage."
+            )
+        self.pretrained_bands: list[Band] = resolve_bands(
+            pretrained_bands, argument="pretrained_bands"
+        )
+        self.bands: list[Band] = (
+            list(self.pretrained_bands) if bands is None else resolve_bands(bands)
+        )
+        in_chans = kwargs.pop("in_chans", len(self.bands))
+        if in_chans != len(self.bands):
+            raise ValueError(
+                f"in_chans={in_chans} does not match the {len(self.bands)} bands {self.bands}; "
+                "the number of input channels follows bands, so pass bands only."
+            )
+        if drop_path_rate is not None:
+            kwargs["drop_path_rate"] = drop_path_rate
+        num_stages = len(depths)
+        self.out_indices: list[int] = _normalise_indices(out_indices, num_stages)
+
+        self.model = SwinTransformer(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=len(self.bands),
+            num_classes=0,
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+            strict_img_size=False,
+            **kwargs,
+        )
+        if ckpt_path is not None:
+            self._load_checkpoint(ckpt_path)
+        # After loading, so that a full checkpoint still matches the full model.
+        self.model.prune_intermediate_layers(self.out_indices, prune_norm=False, prune_head=True)
+        info = self.model.feature_info
+        self.out_channels: list[int] = [info[i]["num_chs"] for i in self.out_indices]
+        self.strides: list[int] = [info[i]["reduction"] for i in self.out_indices]
+
+    @property
+    def in_chans(self) -> int:
+        """Number of input channels (one per band)."""
+        return len(self.bands)
+
+    def _load_checkpoint(self, ckpt_path: str | Path) -> None:
+        """Load a weight file into the Swin (before pruning), adapting the first layer to bands.
+
+        Raises:
+            FileNotFoundError: when ``ckpt_path`` is not a file.
+            ValueError: when the file holds no Swin weights, or keys are missing, unexpected or
+                of another shape than the model's (each listed).
+        """
+        from timm.models.swin_transformer import checkpoint_filter_fn
+
+        path = Path(ckpt_path)
+        state = _unwrap(read_checkpoint(path), path)
+        state = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith(_IGNORED_PREFIXES) and not k.endswith(_IGNORED_SUFFIXES)
+        }
+        # timm renames the Microsoft/SimMIM layout and resizes position-bias tables and the
+        # patch kernel when window or patch size differ; timm-layout keys pass unchanged.
+        state = checkpoint_filter_fn(state, self.model)
+        expected = self.model.state_dict()
+        if _PATCH_KEY in state:
+            state[_PATCH_KEY] = _select_bands(
+                state[_PATCH_KEY], expected[_PATCH_KEY], self.pretrained_bands, self.bands, path
+            )
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mismatched = [
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+            for k in sorted(set(state) & set(expected))
+            if state[k].shape != expected[k].shape
+        ]
+        problems = []
+        if missing:
+            problems.append(f"missing keys [{_listed(missing)}]")
+        if unexpected:
+            problems.append(f"unexpected keys [{_listed(unexpected)}]")
+        if mismatched:
+            problems.append(f"shape mismatches [{_listed(mismatched)}]")
+        if problems:
+            raise ValueError(
+                f"ckpt_path='{path}' does not fit this Swin (embed_dim={self.model.embed_dim}, "
+                f"depths={[len(s.blocks) for s in self.model.layers]}): {'; '.join(problems)}."
+            )
+        self.model.load_state_dict(state, strict=True)
+        log.info("Loaded %d tensors into the Swin backbone from %s.", len(state), path)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
+        """Feature maps of an image batch.
+
+        Args:
+            x: ``(B, C, H, W)``, or ``(B, C, 1, H, W)`` (one frame), with ``C = len(bands)`` and
+                ``H``, ``W`` multiples of 32.
+            **kwargs: Ignored (e.g. ``temporal_coords``, ``location_coords``): this model uses
+                neither.
+
+        Returns:
+            One ``(B, out_channels[i], H / strides[i], W / strides[i])`` tensor per entry of
+            ``out_indices``; the last stage is layer-normalised.
+        """
+        if x.ndim == 5:
+            if x.shape[2] != 1:
+                raise ValueError(
+                    f"Prithvi Swin takes one frame, got input {tuple(x.shape)} with "
+                    f"{x.shape[2]} frames (B, C, T, H, W); select a frame or use a temporal "
+                    "backbone."
+                )
+            x = x.squeeze(2)
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"Prithvi Swin expects (B, {self.in_chans}, H, W) for bands {self.bands}, got "
+                f"{tuple(x.shape)}."
+            )
+        return list(
+            self.model.forward_intermediates(
+                x, indices=self.out_indices, norm=True, intermediates_only=True
+            )
+        )
+
+
+def _normalise_indices(out_indices: Sequence[int] | None, num_stages: int) -> list[int]:
+    if out_indices is None:
+        return list(range(num_stages))
+    if isinstance(out_indices, int) or len(out_indices) == 0:
+        raise ValueError(
+            f"out_indices must be a non-empty list of stage indices, got {out_indices!r}; "
+            f"e.g. {list(range(num_stages))}."
+        )
+    bad = [i for i in out_indices if not -num_stages <= i < num_stages]
+    if bad:
+        raise ValueError(
+            f"out_indices {bad} out of range for {num_stages} stages; use 0 to {num_stages - 1} "
+            "(or negatives from the end)."
+        )
+    return sorted({i % num_stages for i in out_indices})
+
+
+# ---------------------------------------------------------------------------------- builders
+def _build(
+    variant: PrithviSwinVariant,
+    pretrained: bool,
+    ckpt_path: str | Path | None,
+    num_frames: int | None,
+    kwargs: dict[str, Any],
+) -> PrithviSwin:
+    if pretrained and ckpt_path is None:
+        raise ValueError(
+            f"{variant.name}(pretrained=True) needs ckpt_path=<local weight file>: geofm never "
+            f"downloads weights. {variant.weights_origin}; fetch the {variant.name} checkpoint "
+            "(.pt/.pth/.safetensors) on a machine with network access and pass its path as "
+            "ckpt_path (backbone_ckpt_path in a factory config), or set pretrained=False."
+        )
+    if num_frames is not None and num_frames != 1:
+        raise ValueError(f"{variant.name} takes one frame, got num_frames={num_frames}.")
+    args: dict[str, Any] = {
+        "embed_dim": variant.embed_dim,
+        "depths": variant.depths,
+        "num_heads": variant.num_heads,
+        "patch_size": variant.patch_size,
+        "window_size": variant.window_size,
+        "pretrained_bands": variant.pretrained_bands,
+    }
+    # None means "the variant's default", so CLI/config defaults never override it.
+    args.update({k: v for k, v in kwargs.items() if v is not None})
+    return PrithviSwin(ckpt_path=ckpt_path, **args)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_swin_B(  # noqa: N802 (the published model name)
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    num_frames: int | None = None,
+    **kwargs: Any,
+) -> PrithviSwin:
+    """Prithvi Swin-B: embed 128, heads (4, 8, 16, 32), out_channels [128, 256, 512, 1024].
+
+    Args:
+        pretrained: Load the pretrained weights; needs ``ckpt_path`` (nothing is downloaded).
+        ckpt_path: Local weight file; given alone it also loads the weights.
+        bands: Input bands (default: the six HLS bands BLUE, GREEN, RED, NIR_NARROW, SWIR_1,
+            SWIR_2).
+        num_frames: Accepted for factories that pass it; only 1 is valid.
+        **kwargs: :class:`PrithviSwin` arguments (``img_size``, ``out_indices``,
+            ``drop_path_rate``, ``window_size``, ``pretrained_bands``, ``depths``...);
+            ``None`` values are dropped.
+    """
+    variant = VARIANTS["prithvi_swin_B"]
+    return _build(variant, pretrained, ckpt_path, num_frames, {"bands": bands, **kwargs})
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_swin_L(  # noqa: N802 (the published model name)
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    num_frames: int | None = None,
+    **kwargs: Any,
+) -> PrithviSwin:
+    """Prithvi Swin-L: embed 192, heads (6, 12, 24, 48), out_channels [192, 384, 768, 1536].
+
+    Args: as :func:`prithvi_swin_B`.
+    """
+    variant = VARIANTS["prithvi_swin_L"]
+    return _build(variant, pretrained, ckpt_path, num_frames, {"bands": bands, **kwargs})

@@ -1,1 +1,52 @@
-"""Reading GeoTIFFs into batches: bands, datasets, datamodules, transforms, statistics."""
+"""Reading GeoTIFFs into batches: bands, datasets, datamodules, transforms, statistics.
+
+``import geofm.data`` stays light: rasterio, lightning and kornia load when a name that needs
+them is first used (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "GenericNonGeoSegmentationDataModule": "geofm.data.datamodules.segmentation",
+    "GenericNonGeoPixelwiseRegressionDataModule": "geofm.data.datamodules.regression",
+    "GenericNonGeoClassificationDataModule": "geofm.data.datamodules.classification",
+    "GeoTiffDataModule": "geofm.data.datamodules.base",
+    "GeoTiffDataset": "geofm.data.datasets.base",
+    "GenericNonGeoSegmentationDataset": "geofm.data.datasets.pixel_wise",
+    "GenericNonGeoPixelwiseRegressionDataset": "geofm.data.datasets.pixel_wise",
+    "GenericNonGeoClassificationDataset": "geofm.data.datasets.classification",
+    "BatchAugmentation": "geofm.data.transforms",
+    "build_augmentation": "geofm.data.transforms",
+    "collate_samples": "geofm.data.collate",
+    "compute_statistics": "geofm.data.statistics",
+    "write_statistics": "geofm.data.statistics",
+    "load_statistics": "geofm.data.statistics",
+    "DatasetStatistics": "geofm.data.statistics",
+    "select_bands": "geofm.data.band_selection",
+    "BandSelection": "geofm.data.band_selection",
+    "read_image": "geofm.data.raster",
+    "read_label": "geofm.data.raster",
+    "HLSBands": "geofm.data.bands",
+    "Sentinel2Bands": "geofm.data.bands",
+    "Sentinel1Bands": "geofm.data.bands",
+    "resolve_bands": "geofm.data.bands",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geofm.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,228 @@
+"""Which bands of a GeoTIFF to read: ``dataset_bands`` and ``output_bands`` resolved to indexes.
+
+The convention (one meaning per kind of entry, in both lists):
+
+- a **string** (or a band enum such as ``HLSBands.RED``) is a band *name*;
+- an **integer** is a 1-based band *number* in the file, as rasterio and GDAL count
+  (``1`` is the first band);
+- a **two-element list** ``[first, last]`` is the inclusive range of band numbers
+  ``first..last`` (``[1, 6]`` is the first six bands).
+
+``dataset_bands`` describes the file's bands in file order: names for the bands you name,
+integers or ranges as placeholders for those you don't (``[[1, 6], "NIR", "FMASK"]`` is an
+8-band file whose 7th band is ``"NIR"``). Integers in ``dataset_bands`` only hold a place;
+their value is not used, except that an integer of ``output_bands`` that ``dataset_bands``
+lists at another position is refused as ambiguous (TerraTorch reads integers as identifiers:
+``dataset_bands: [0, 1, BLUE]``, ``output_bands: [1]`` would silently pick another band).
+``output_bands`` selects bands, in the order the model receives them: names are looked up in
+``dataset_bands``, integers and ranges are band numbers.
+
+Names match ignoring case and through the aliases of :mod:`geofm.data.bands` when that module
+knows them (``"b4"``, ``"B04"`` and ``Sentinel2Bands.B04`` are one band); other names (``"DEM"``,
+``"FMASK"``) must be spelled alike in both lists.
+
+With ``expand_temporal_dimension``, ``dataset_bands`` describes one time step and the file
+holds the time steps one after the other (``T * C`` bands, time-major).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from geofm.registry.errors import close_names
+
+__all__ = ["BandSpec", "BandSelection", "expand_band_list", "select_bands", "band_key"]
+
+#: One entry of ``dataset_bands`` / ``output_bands``: a name, a 1-based band number, or an
+#: inclusive ``[first, last]`` range of band numbers.
+BandSpec = str | int | Sequence[int]
+
+
+def _band_label(entry: object) -> object:
+    """A band enum's value (``HLSBands.RED`` -> ``"RED"``); other entries unchanged."""
+    return entry.value if isinstance(entry, Enum) else entry
+
+
+def band_key(name: str) -> str:
+    """The form in which band names are compared: canonical for names :mod:`geofm.data.bands`
+    knows (``"b4"`` -> ``"B04"``), upper case for others."""
+    try:
+        from geofm.data.bands import resolve_band
+    except ImportError:  # the band enums are optional for reading files
+        return name.strip().upper()
+    try:
+        return str(resolve_band(name))
+    except (TypeError, ValueError):
+        return name.strip().upper()
+
+
+def expand_band_list(bands: Sequence[BandSpec], key: str) -> list[str | int]:
+    """``bands`` with enums turned into names and ranges into band numbers.
+
+    Args:
+        bands: Entries as described in the module docstring.
+        key: The setting the list came from, for error messages.
+
+    Raises:
+        ValueError: An entry is neither a name, an integer, nor a ``[first, last]`` range with
+            ``1 <= first <= last``.
+    """
+    if isinstance(bands, (str, bytes)):
+        raise ValueError(f"{key}={bands!r} must be a list of band names or numbers, not a string.")
+    out: list[str | int] = []
+    for entry in bands:
+        entry = _band_label(entry)
+        if isinstance(entry, str):
+            out.append(entry)
+        elif isinstance(entry, bool):
+            raise ValueError(f"{key} entry {entry!r} is not a band name or number.")
+        elif isinstance(entry, int):
+            out.append(entry)
+        elif (
+            isinstance(entry, Sequence)
+            and len(entry) == 2
+            and all(isinstance(e, int) and not isinstance(e, bool) for e in entry)
+        ):
+            first, last = entry
+            if not 1 <= first <= last:
+                raise ValueError(
+                    f"{key} range {list(entry)} is not an inclusive range of 1-based band "
+                    "numbers [first, last] with 1 <= first <= last."
+                )
+            out.extend(range(first, last + 1))
+        else:
+            raise ValueError(
+                f"{key} entry {entry!r} is not a band name (str), a 1-based band number (int) "
+                "or an inclusive range [first, last]."
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class BandSelection:
+    """Resolved band choice.
+
+    Attributes:
+        indexes: 1-based band numbers to read (within one time step when temporal), in output
+            order; ``None`` reads every band of the file.
+        names: Output band names as ``dataset_bands`` spells them (``"band_<n>"`` for unnamed
+            bands); ``None`` when every band is read and ``dataset_bands`` was not given.
+        dataset_count: Number of bands ``dataset_bands`` describes (per time step), or ``None``.
+    """
+
+    indexes: tuple[int, ...] | None
+    names: tuple[str, ...] | None
+    dataset_count: int | None
+
+    @property
+    def num_bands(self) -> int | None:
+        """Number of output bands (per time step), when known without opening a file."""
+        if self.indexes is not None:
+            return len(self.indexes)
+        return self.dataset_count
+
+
+def select_bands(
+    dataset_bands: Sequence[BandSpec] | None,
+    output_bands: Sequence[BandSpec] | None,
+    *,
+    dataset_key: str = "dataset_bands",
+    output_key: str = "output_bands",
+) -> BandSelection:
+    """Resolve ``output_bands`` against ``dataset_bands`` (see the module docstring).
+
+    Raises:
+        ValueError: A band name is unknown (the message lists the known names), a name is given
+            twice in ``dataset_bands``, names are used without ``dataset_bands``, a band number
+            exceeds the bands ``dataset_bands`` describes or is ambiguous.
+    """
+    described = expand_band_list(dataset_bands, dataset_key) if dataset_bands is not None else None
+    positions: dict[str, int] = {}  # band_key(name) -> 1-based number
+    if described is not None:
+        if not described:
+            raise ValueError(f"{dataset_key} is empty; leave it unset to mean every band.")
+        for number, entry in enumerate(described, start=1):
+            if isinstance(entry, str):
+                key = band_key(entry)
+                if key in positions:
+                    first = described[positions[key] - 1]
+                    raise ValueError(f"{dataset_key} names band '{first}' twice ('{entry}').")
+                positions[key] = number
+
+    def name_of(number: int) -> str:
+        if described is not None and isinstance(described[number - 1], str):
+            return str(described[number - 1])
+        return f"band_{number}"
+
+    if output_bands is None:
+        if described is None:
+            return BandSelection(None, None, None)
+        numbers = tuple(range(1, len(described) + 1))
+        return BandSelection(numbers, tuple(name_of(n) for n in numbers), len(described))
+
+    wanted = expand_band_list(output_bands, output_key)
+    if not wanted:
+        raise ValueError(f"{output_key} is empty; leave it unset to mean every band.")
+    numbers_list: list[int] = []
+    for entry in wanted:
+        if isinstance(entry, str):
+            numbers_list.append(
+                _number_of_name(entry, described, positions, dataset_key, output_key)
+            )
+        else:
+            _check_number(entry, described, dataset_key, output_key)
+            numbers_list.append(entry)
+    numbers = tuple(numbers_list)
+    return BandSelection(
+        numbers, tuple(name_of(n) for n in numbers), len(described) if described else None
+    )
+
+
+def _number_of_name(
+    name: str,
+    described: list[str | int] | None,
+    positions: dict[str, int],
+    dataset_key: str,
+    output_key: str,
+) -> int:
+    if described is None:
+        raise ValueError(
+            f"{output_key} names band '{name}', but {dataset_key} is not set, so the file's "
+            f"bands have no names. Name them with {dataset_key} (in file order) or select "
+            "bands by 1-based number."
+        )
+    number = positions.get(band_key(name))
+    if number is None:
+        known = [d for d in described if isinstance(d, str)]
+        hint = close_names(name, known)
+        raise ValueError(
+            f"{output_key} names band '{name}', which is not in {dataset_key}. Known names: "
+            f"{known}." + (f" Did you mean '{hint[0]}'?" if hint else "")
+        )
+    return number
+
+
+def _check_number(
+    number: int, described: list[str | int] | None, dataset_key: str, output_key: str
+) -> None:
+    if number < 1:
+        raise ValueError(
+            f"{output_key} band number {number} is invalid: band numbers are 1-based (the first "
+            "band is 1), as in rasterio and GDAL."
+        )
+    if described is None:
+        return
+    if number > len(described):
+        raise ValueError(
+            f"{output_key} band number {number} is beyond the {len(described)} bands that "
+            f"{dataset_key} describes."
+        )
+    if number in described and described[number - 1] != number:
+        raise ValueError(
+            f"{output_key} band number {number} is ambiguous: {dataset_key} lists {number} at "
+            f"position {described.index(number) + 1}, while integers in {output_key} are 1-based "
+            f"band numbers (band {number} is '{described[number - 1]}'). Select bands by name or "
+            "by number, and use integers in dataset_bands only as placeholders."
+        )

@@ -1,0 +1,319 @@
+"""What the generic datamodules share: loaders, per-split augmentation on the device, statistics.
+
+Normalisation is not done here: the datamodule exposes ``means`` and ``stds`` (one value per
+output band, after band selection) and ``constant_scale``, and the task normalises on its
+device. ``constant_scale`` is already applied by the dataset when it reads a file, so
+``means``/``stds`` are in scaled units and the task must not scale again.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader
+
+from geofm.data.band_selection import BandSelection, BandSpec, band_key, select_bands
+from geofm.data.collate import collate_samples
+from geofm.data.datasets.base import GeoTiffDataset
+from geofm.data.raster import check_band_selection
+from geofm.data.statistics import load_band_values
+from geofm.data.transforms import AugmentationSpec, BatchAugmentation, build_augmentation
+
+__all__ = ["GeoTiffDataModule", "SPLITS", "STAGE_SPLITS"]
+
+log = logging.getLogger(__name__)
+
+# Our on_after_batch_transfer calls the LightningModule's after its own (see there), so
+# Lightning's warning that the module's hook is not used does not hold for these datamodules.
+warnings.filterwarnings(
+    "ignore", message=r"You have overridden `on_after_batch_transfer` in both", category=UserWarning
+)
+
+SPLITS = ("train", "val", "test", "predict")
+#: Splits each Lightning stage sets up.
+STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
+
+TransformSetting = Sequence[AugmentationSpec] | AugmentationSpec | None
+
+
+class GeoTiffDataModule(pl.LightningDataModule):
+    """Base of the generic datamodules: data loaders, augmentation, means/stds.
+
+    Subclasses implement :meth:`build_dataset`.
+
+    Args:
+        batch_size: Samples per batch (all splits).
+        num_workers: DataLoader worker processes.
+        means: Per-band means of the output bands, or a statistics file (YAML/JSON with
+            ``means``; see :mod:`geofm.data.statistics`). A list as long as ``dataset_bands`` is
+            reduced to the selected bands; a file that names its ``bands`` is matched by name.
+        stds: Per-band standard deviations, given like ``means``.
+        dataset_bands: The files' bands in file order (names, 1-based numbers, ``[first, last]``
+            ranges; see :mod:`geofm.data.band_selection`).
+        output_bands: Bands given to the model, in order (names or 1-based numbers).
+        predict_dataset_bands: ``dataset_bands`` for the predict split, when its files differ.
+        predict_output_bands: ``output_bands`` for the predict split; must select as many bands
+            as ``output_bands`` (the model's input).
+        constant_scale: Factor applied to pixel values by the dataset at read time.
+        rgb_indices: 0-based positions, among the output bands, of red, green and blue (for
+            plots).
+        no_data_replace: Value for image nodata pixels (the file's nodata value or NaN);
+            ``None`` keeps them.
+        expand_temporal_dimension: Files stack ``T`` frames of ``len(dataset_bands)`` bands,
+            time-major; images become ``(C, T, H, W)``.
+        train_transform: Batch augmentations for training (kornia; see
+            :mod:`geofm.data.transforms`), run on the device in ``on_after_batch_transfer``.
+        val_transform: The same for validation.
+        test_transform: The same for testing. Prediction batches are never augmented (their
+            pixels must stay on the file's grid).
+        drop_last: Drop the last incomplete training batch.
+        pin_memory: Pin host memory in the data loaders.
+        persistent_workers: Keep workers alive between epochs (only when ``num_workers > 0``).
+        mask_fill: Value for mask pixels brought in from outside the image by an augmentation.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        *,
+        means: Sequence[float] | str | Path | None = None,
+        stds: Sequence[float] | str | Path | None = None,
+        dataset_bands: Sequence[BandSpec] | None = None,
+        output_bands: Sequence[BandSpec] | None = None,
+        predict_dataset_bands: Sequence[BandSpec] | None = None,
+        predict_output_bands: Sequence[BandSpec] | None = None,
+        constant_scale: float = 1.0,
+        rgb_indices: Sequence[int] | None = None,
+        no_data_replace: float | None = None,
+        expand_temporal_dimension: bool = False,
+        train_transform: TransformSetting = None,
+        val_transform: TransformSetting = None,
+        test_transform: TransformSetting = None,
+        drop_last: bool = True,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        mask_fill: float | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be 0 or more.")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.dataset_bands = dataset_bands
+        self.output_bands = output_bands
+        self.predict_dataset_bands = predict_dataset_bands
+        self.predict_output_bands = predict_output_bands
+        self.constant_scale = float(constant_scale)
+        self.no_data_replace = no_data_replace
+        self.expand_temporal_dimension = expand_temporal_dimension
+        self.rgb_indices = list(rgb_indices) if rgb_indices is not None else None
+
+        # Resolved now so that a wrong band name fails at construction, before any training.
+        self.selection: BandSelection = select_bands(dataset_bands, output_bands)
+        self.predict_selection: BandSelection = select_bands(
+            predict_dataset_bands if predict_dataset_bands is not None else dataset_bands,
+            predict_output_bands if predict_output_bands is not None else output_bands,
+            dataset_key="predict_dataset_bands"
+            if predict_dataset_bands is not None
+            else "dataset_bands",
+            output_key="predict_output_bands"
+            if predict_output_bands is not None
+            else "output_bands",
+        )
+        n_train, n_predict = self.selection.num_bands, self.predict_selection.num_bands
+        if n_train is not None and n_predict is not None and n_train != n_predict:
+            raise ValueError(
+                f"predict_output_bands selects {n_predict} bands but output_bands selects "
+                f"{n_train}; the model takes the same bands at predict time."
+            )
+        self.means = self._band_values(means, "means")
+        self.stds = self._band_values(stds, "stds")
+        if (self.means is None) != (self.stds is None):
+            raise ValueError("Give both means and stds, or neither.")
+        if self.means is not None and self.stds is not None:
+            if len(self.means) != len(self.stds):
+                raise ValueError(
+                    f"means has {len(self.means)} values but stds has {len(self.stds)}."
+                )
+            if any(s <= 0 for s in self.stds):
+                raise ValueError(f"stds must be positive, got {self.stds}.")
+
+        self.augmentations: dict[str, BatchAugmentation | None] = {
+            "train": build_augmentation(train_transform, "train_transform", mask_fill),
+            "val": build_augmentation(val_transform, "val_transform", mask_fill),
+            "test": build_augmentation(test_transform, "test_transform", mask_fill),
+            "predict": None,
+        }
+        if self.rgb_indices is not None:
+            n = self.selection.num_bands
+            bad = [i for i in self.rgb_indices if i < 0 or (n is not None and i >= n)]
+            if len(self.rgb_indices) != 3 or bad:
+                among = f"the {n} output bands" if n is not None else "the output bands"
+                raise ValueError(
+                    f"rgb_indices={self.rgb_indices} must be three 0-based positions among {among}."
+                )
+        # Set up by setup(); attribute names as in TorchGeo and TerraTorch.
+        self.train_dataset: GeoTiffDataset | None = None
+        self.val_dataset: GeoTiffDataset | None = None
+        self.test_dataset: GeoTiffDataset | None = None
+        self.predict_dataset: GeoTiffDataset | None = None
+
+    # ------------------------------------------------------------------ bands and statistics
+    @property
+    def band_names(self) -> list[str] | None:
+        """Names of the output bands (``band_<n>`` for unnamed ones), when known."""
+        return list(self.selection.names) if self.selection.names is not None else None
+
+    def _band_values(self, value: Any, field_name: str) -> list[float] | None:
+        values, file_bands = load_band_values(value, field_name)
+        if values is None:
+            return None
+        sel = self.selection
+        wanted = sel.num_bands
+        if file_bands is not None and sel.names is not None:
+            by_key = {band_key(b): i for i, b in enumerate(file_bands)}
+            if all(band_key(n) in by_key for n in sel.names):
+                return [values[by_key[band_key(n)]] for n in sel.names]
+        if wanted is None or len(values) == wanted:
+            return values
+        if sel.indexes is not None and (sel.dataset_count in (None, len(values))):
+            if max(sel.indexes) <= len(values):
+                # Values given for every band of the file: keep those of the selected bands.
+                return [values[i - 1] for i in sel.indexes]
+        raise ValueError(
+            f"{field_name} has {len(values)} values but output_bands selects {wanted} band(s)"
+            + (f" of the {sel.dataset_count} in dataset_bands" if sel.dataset_count else "")
+            + "; give one value per output band (or per dataset band)."
+        )
+
+    # ------------------------------------------------------------------ datasets
+    def build_dataset(self, split: str) -> GeoTiffDataset:
+        """The dataset of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"predict"``)."""
+        raise NotImplementedError
+
+    def split_configured(self, split: str) -> bool:
+        """Whether ``split`` has a data root."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test``, ``predict``).
+
+        Only file names are listed; the first image of each split is opened to check that the
+        band settings fit it.
+
+        Raises:
+            ValueError: ``stage`` is unknown, or a split the stage needs has no data root.
+        """
+        if stage not in STAGE_SPLITS:
+            raise ValueError(f"Unknown stage '{stage}'; expected one of {sorted(STAGE_SPLITS)}.")
+        for split in STAGE_SPLITS[stage]:
+            if not self.split_configured(split):
+                if split == "val" and stage == "fit":
+                    log.info("No val_data_root: training without validation.")
+                    continue
+                raise ValueError(f"Stage '{stage}' needs {split}_data_root, which is not set.")
+            if getattr(self, f"{split}_dataset") is None:
+                dataset = self.build_dataset(split)
+                self._check_first_file(dataset)
+                setattr(self, f"{split}_dataset", dataset)
+                log.info("%s split: %d samples", split, len(dataset))
+
+    def _check_first_file(self, dataset: GeoTiffDataset) -> None:
+        if len(dataset):
+            check_band_selection(
+                dataset.image_files[0],
+                dataset.selection,
+                expand_temporal_dimension=self.expand_temporal_dimension,
+                bands_key=dataset.bands_key,
+            )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str) -> DataLoader:
+        dataset = getattr(self, f"{split}_dataset")
+        if dataset is None:
+            if split == "val" and not self.split_configured("val"):
+                return []  # type: ignore[return-value]  # Lightning skips an empty list
+            raise RuntimeError(f"The {split} dataset is not set up; call setup() first.")
+        train = split == "train"
+        # drop_last on a split smaller than one batch would leave no batch at all.
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (an empty list without ``val_data_root``)."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches, in file order."""
+        return self._loader("predict")
+
+    # ------------------------------------------------------------------ augmentation
+    def augment(self, batch: dict[str, Any], split: str) -> dict[str, Any]:
+        """Apply the augmentation configured for ``split`` to a batch (on its device)."""
+        augmentation = self.augmentations.get(split)
+        if augmentation is None:
+            return batch
+        return augmentation(batch)
+
+    def _current_split(self) -> str | None:
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if trainer.training:
+            return "train"
+        if trainer.validating or trainer.sanity_checking:
+            return "val"
+        if trainer.testing:
+            return "test"
+        if trainer.predicting:
+            return "predict"
+        return None
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment the batch on the device, then run the task's own hook on the result.
+
+        Lightning (2.x) calls only one ``on_after_batch_transfer`` when both the datamodule and
+        the LightningModule define it, the datamodule's, and warns that it does. So this hook
+        chains the module's after the augmentation: the task's normalisation in its own
+        ``on_after_batch_transfer`` still runs, once, on the augmented batch.
+        """
+        split = self._current_split()
+        if split is not None and isinstance(batch, dict):
+            batch = self.augment(batch, split)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if is_overridden("on_after_batch_transfer", module, parent=pl.LightningModule):
+            batch = module.on_after_batch_transfer(batch, dataloader_idx)
+        return batch

@@ -1,0 +1,214 @@
+"""Folders of GeoTIFF images with per-pixel labels: segmentation and pixel-wise regression."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from geofm.data.band_selection import BandSpec
+from geofm.data.datasets.base import GeoTiffDataset
+from geofm.data.files import check_root, find_files, pair_files, read_split_file, select_split
+from geofm.data.raster import RasterError, read_label
+
+__all__ = [
+    "GenericPixelWiseDataset",
+    "GenericNonGeoSegmentationDataset",
+    "GenericNonGeoPixelwiseRegressionDataset",
+]
+
+log = logging.getLogger(__name__)
+
+
+class GenericPixelWiseDataset(GeoTiffDataset):
+    """Images in ``data_root`` paired with label rasters in ``label_data_root``.
+
+    Images are the files matching ``img_grep``, labels those matching ``label_grep``; an image
+    and a label form a sample when their patterns' wildcards matched the same text (their
+    *common name*: ``a_1`` for ``a_1_img.tif`` with ``"*_img.tif"`` and ``lbl_a_1.tif`` with
+    ``"lbl_*.tif"``). Labels may sit in the image folder: files matching ``label_grep`` are then
+    not taken as images. Only file names are listed at construction; files are opened when a
+    sample is read.
+
+    Besides the keys of :class:`GeoTiffDataset`, a sample has ``mask`` ``(H, W)`` (its dtype is
+    set by the subclass). Label pixels equal to the label file's nodata value (or NaN) are set
+    to ``no_label_replace`` when it is given.
+
+    Args:
+        data_root: Folder of images.
+        label_data_root: Folder of labels; defaults to ``data_root``.
+        img_grep: Glob pattern of images, relative to ``data_root``.
+        label_grep: Glob pattern of labels, relative to ``label_data_root``.
+        split: A file listing sample names, one a line; only those samples are used. Names
+            match exactly (see :func:`geofm.data.files.select_split`), never as substrings.
+        ignore_split_file_extensions: Compare split names without file extensions.
+        dataset_bands: The image files' bands in file order (see
+            :mod:`geofm.data.band_selection`).
+        output_bands: Bands to return, in order.
+        constant_scale: Factor applied to image values when reading.
+        no_data_replace: Value for image nodata pixels; ``None`` keeps them.
+        no_label_replace: Value for label nodata pixels; ``None`` keeps them.
+        expand_temporal_dimension: Image files stack ``T`` frames; images become
+            ``(C, T, H, W)``.
+        with_labels: Read labels; ``False`` for prediction folders of images only.
+        arg_prefix: Prefix of setting names in messages (``"train_"`` gives
+            ``train_data_root=...``).
+        band_keys: Names of the band settings, for messages.
+    """
+
+    mask_dtype: ClassVar[torch.dtype] = torch.float32
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        label_data_root: str | Path | None = None,
+        *,
+        img_grep: str = "*",
+        label_grep: str = "*",
+        split: str | Path | None = None,
+        ignore_split_file_extensions: bool = True,
+        dataset_bands: Sequence[BandSpec] | None = None,
+        output_bands: Sequence[BandSpec] | None = None,
+        constant_scale: float = 1.0,
+        no_data_replace: float | None = None,
+        no_label_replace: float | None = None,
+        expand_temporal_dimension: bool = False,
+        with_labels: bool = True,
+        arg_prefix: str = "",
+        band_keys: tuple[str, str] = ("dataset_bands", "output_bands"),
+    ):
+        root = check_root(data_root, f"{arg_prefix}data_root")
+        label_arg = f"{arg_prefix}label_data_root"
+        label_root = root if label_data_root is None else check_root(label_data_root, label_arg)
+        split_arg = f"{arg_prefix}split"
+        split_names = read_split_file(split, split_arg) if split is not None else None
+
+        labels = find_files(label_root, label_grep) if with_labels else []
+        same_folder = label_root.resolve() == root.resolve()
+        images = find_files(root, img_grep, exclude=[f.path for f in labels] if same_folder else ())
+        img_desc = f"{arg_prefix}data_root='{data_root}', img_grep='{img_grep}'"
+        if not images:
+            hint = (
+                " (every match is also a label: make img_grep and label_grep tell them apart)"
+                if same_folder and labels
+                else ""
+            )
+            raise FileNotFoundError(f"No image found with {img_desc}{hint}.")
+        if split_names is not None:
+            images = select_split(
+                images, split_names, ignore_extensions=ignore_split_file_extensions, arg=split_arg
+            )
+            labels = select_split(
+                labels, split_names, ignore_extensions=ignore_split_file_extensions, strict=False
+            )
+
+        super().__init__(
+            [f.path for f in images],
+            dataset_bands=dataset_bands,
+            output_bands=output_bands,
+            constant_scale=constant_scale,
+            no_data_replace=no_data_replace,
+            expand_temporal_dimension=expand_temporal_dimension,
+            band_keys=band_keys,
+        )
+        self.names = [f.name for f in images]
+        self.label_files: list[Path] | None = None
+        if with_labels:
+            label_desc = (
+                f"{label_arg if label_data_root is not None else f'{arg_prefix}data_root'}="
+                f"'{label_root}', label_grep='{label_grep}'"
+            )
+            pairs = pair_files(images, labels, img_desc=img_desc, label_desc=label_desc)
+            self.label_files = [label.path for _, label in pairs]
+        self.no_label_replace = no_label_replace
+        log.debug("%d samples in %s", len(self), root)
+
+    def convert_label(self, raw: np.ndarray, nodata: np.ndarray, path: Path) -> np.ndarray:
+        """The ``mask`` array from a label band ``raw`` ``(H, W)`` and its nodata mask."""
+        raise NotImplementedError
+
+    def read_label_array(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw label ``(H, W)`` of sample ``index`` and its nodata mask, size-checked."""
+        if self.label_files is None:
+            raise RuntimeError("This dataset was built with with_labels=False.")
+        path = self.label_files[index]
+        raw, nodata, _ = read_label(path)
+        return raw, nodata
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.load_image(index)
+        if self.label_files is not None:
+            raw, nodata = self.read_label_array(index)
+            image_hw = (sample["height"], sample["width"])
+            if raw.shape != image_hw:
+                raise RasterError(
+                    f"Label '{self.label_files[index]}' is {raw.shape[0]} x {raw.shape[1]} pixels "
+                    f"but its image '{sample['filename']}' is {image_hw[0]} x {image_hw[1]}."
+                )
+            mask = self.convert_label(raw, nodata, self.label_files[index])
+            sample["mask"] = torch.from_numpy(mask).to(self.mask_dtype)
+        return sample
+
+
+class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
+    """Segmentation samples: ``mask`` ``(H, W)`` int64 class indices.
+
+    Args:
+        *args: See :class:`GenericPixelWiseDataset`.
+        num_classes: Number of classes (kept for the datamodule; labels are not checked).
+        reduce_zero_label: Subtract 1 from every label (class 0 becomes -1, to be ignored with
+            ``ignore_index=-1``) for label files whose classes start at 1. Nodata pixels are not
+            shifted; they get ``no_label_replace``.
+        **kwargs: See :class:`GenericPixelWiseDataset`.
+    """
+
+    mask_dtype = torch.int64
+
+    def __init__(
+        self,
+        *args: Any,
+        num_classes: int | None = None,
+        reduce_zero_label: bool = False,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.num_classes = num_classes
+        self.reduce_zero_label = reduce_zero_label
+
+    def convert_label(self, raw: np.ndarray, nodata: np.ndarray, path: Path) -> np.ndarray:
+        """Class indices ``(H, W)`` int64, nodata pixels set to ``no_label_replace``."""
+        has_nodata = bool(nodata.any())
+        if has_nodata and self.no_label_replace is None and np.issubdtype(raw.dtype, np.floating):
+            raise RasterError(
+                f"Label '{path}' has nodata/NaN pixels, which have no class index; set "
+                "no_label_replace (e.g. -1 with the task's ignore_index=-1)."
+            )
+        mask = np.where(nodata, 0, raw).astype(np.int64) if has_nodata else raw.astype(np.int64)
+        if self.reduce_zero_label:
+            mask = mask - 1
+        if has_nodata:
+            fill = raw.astype(np.int64) if self.no_label_replace is None else self.no_label_replace
+            mask = np.where(nodata, fill, mask)
+        return mask
+
+
+class GenericNonGeoPixelwiseRegressionDataset(GenericPixelWiseDataset):
+    """Pixel-wise regression samples: ``mask`` ``(H, W)`` float32 targets.
+
+    Label nodata pixels become ``no_label_replace``, or NaN when it is not given (the regression
+    task skips NaN targets).
+    """
+
+    mask_dtype = torch.float32
+
+    def convert_label(self, raw: np.ndarray, nodata: np.ndarray, path: Path) -> np.ndarray:
+        """Targets ``(H, W)`` float32, nodata pixels set to ``no_label_replace`` or NaN."""
+        mask = raw.astype(np.float32)
+        if nodata.any():
+            fill = np.nan if self.no_label_replace is None else self.no_label_replace
+            mask[nodata] = fill
+        return mask

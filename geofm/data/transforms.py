@@ -1,0 +1,184 @@
+"""Batch augmentation on the device with kornia, the same geometry for image and masks.
+
+Augmentations are configured per split as a list whose entries are kornia (or any
+``nn.Module``) augmentations: instances, classes (built without arguments) or config dicts
+``{"class_path": "kornia.augmentation.RandomHorizontalFlip", "init_args": {"p": 0.5}}``; a bare
+class name such as ``"RandomVerticalFlip"`` is looked up in ``kornia.augmentation``. In YAML::
+
+    train_transform:
+      - class_path: kornia.augmentation.RandomHorizontalFlip
+        init_args: {p: 0.5}
+      - class_path: kornia.augmentation.RandomCrop
+        init_args: {size: [224, 224]}
+
+:class:`BatchAugmentation` runs them through ``kornia.augmentation.AugmentationSequential``
+with ``data_keys=["input", "mask"]``: each sample of the batch draws its own parameters, and
+its image, ``mask`` and ``nodata_mask`` receive the same geometric transform (masks with
+nearest-neighbour resampling; intensity augmentations touch the image only). Any number of
+bands works; ``(B, C, T, H, W)`` images are folded to ``(B, C*T, H, W)`` so every frame moves
+alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+__all__ = ["AugmentationSpec", "BatchAugmentation", "build_augmentation"]
+
+log = logging.getLogger(__name__)
+
+#: What a ``*_transform`` setting accepts.
+AugmentationSpec = nn.Module | type | Mapping[str, Any] | str
+
+
+def _import_class(path: str, key: str) -> type:
+    if "." not in path:
+        if hasattr(K, path):
+            return getattr(K, path)
+        raise ValueError(
+            f"{key}: '{path}' is not a class of kornia.augmentation; give a full class_path "
+            "such as 'kornia.augmentation.RandomHorizontalFlip'."
+        )
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"{key}: cannot import module '{module_name}' of '{path}' ({err})."
+        ) from err
+    if not hasattr(module, name):
+        raise ValueError(f"{key}: module '{module_name}' has no '{name}'.")
+    return getattr(module, name)
+
+
+def _tuples(value: Any) -> Any:
+    """YAML lists as tuples: kornia takes sizes and ranges as tuples (``size: [224, 224]``)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def _build_one(entry: AugmentationSpec, key: str) -> nn.Module:
+    if isinstance(entry, nn.Module):
+        return entry
+    if isinstance(entry, type):
+        return entry()
+    if isinstance(entry, str):
+        return _import_class(entry, key)()
+    if isinstance(entry, Mapping):
+        if "class_path" not in entry:
+            raise ValueError(
+                f"{key}: augmentation {dict(entry)} has no 'class_path'; write "
+                "{class_path: kornia.augmentation.RandomHorizontalFlip, init_args: {p: 0.5}}."
+            )
+        extra = set(entry) - {"class_path", "init_args"}
+        if extra:
+            raise ValueError(f"{key}: augmentation entry has unknown keys {sorted(extra)}.")
+        cls = _import_class(entry["class_path"], key)
+        init_args = {k: _tuples(v) for k, v in dict(entry.get("init_args") or {}).items()}
+        return cls(**init_args)
+    raise ValueError(
+        f"{key}: {entry!r} is not an augmentation (an nn.Module, a class, or a "
+        "{class_path, init_args} dict)."
+    )
+
+
+def build_augmentation(
+    spec: AugmentationSpec | Sequence[AugmentationSpec] | None,
+    key: str = "transform",
+    mask_fill: float | None = None,
+) -> BatchAugmentation | None:
+    """A :class:`BatchAugmentation` from a config value, or ``None`` for no augmentation.
+
+    Args:
+        spec: One entry or a list of entries (see the module docstring); ``None`` or ``[]`` for
+            none.
+        key: The setting name, for error messages (``"train_transform"``).
+        mask_fill: Value for mask pixels that the geometry brings in from outside the image
+            (see :class:`BatchAugmentation`).
+    """
+    if spec is None or isinstance(spec, BatchAugmentation):
+        return spec
+    entries = [spec] if isinstance(spec, (nn.Module, type, str, Mapping)) else list(spec)
+    if not entries:
+        return None
+    return BatchAugmentation([_build_one(e, key) for e in entries], mask_fill=mask_fill)
+
+
+class BatchAugmentation(nn.Module):
+    """kornia augmentations applied to a batch dict, one geometry per sample for all its parts.
+
+    Args:
+        augmentations: kornia augmentations, applied in order (an ``AugmentationSequential``
+            is accepted as a single entry).
+        mask_fill: Value written into ``mask`` where the geometry brought in pixels from outside
+            the image (rotations by other than 90 degrees, padded crops); ``None`` leaves
+            kornia's zero. ``nodata_mask`` is True there either way.
+    """
+
+    def __init__(self, augmentations: Sequence[nn.Module], mask_fill: float | None = None):
+        super().__init__()
+        if len(augmentations) == 1 and isinstance(augmentations[0], K.AugmentationSequential):
+            self.sequential = augmentations[0]
+        else:
+            self.sequential = K.AugmentationSequential(*augmentations, data_keys=["input", "mask"])
+        self.mask_fill = mask_fill
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Augment ``batch`` in place and return it.
+
+        Args:
+            batch: ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``; optional ``mask``
+                ``(B, H, W)`` (any dtype) and ``nodata_mask`` ``(B, H, W)`` bool. Other keys
+                pass through untouched (geo metadata then describe the unaugmented sample).
+
+        Returns:
+            The batch, shapes as given except ``H, W`` where a crop or resize changed them.
+        """
+        image = batch["image"]
+        temporal = image.ndim == 5
+        b, c = image.shape[:2]
+        flat = image.reshape(b, -1, *image.shape[-2:]) if temporal else image
+        masks = [
+            (k, batch[k]) for k in ("mask", "nodata_mask") if isinstance(batch.get(k), torch.Tensor)
+        ]
+        for name, m in masks:
+            if m.shape != (b, *flat.shape[-2:]):
+                raise ValueError(
+                    f"batch['{name}'] has shape {tuple(m.shape)}; augmentation expects "
+                    f"(B, H, W) = {(b, *flat.shape[-2:])} to match the image."
+                )
+        if not masks:
+            out = self.sequential(flat, data_keys=["input"])
+            out_image = out[0] if isinstance(out, (list, tuple)) else out
+        else:
+            # Masks travel as float channels next to a channel of ones that shows, after the
+            # transform, which pixels came from inside the image.
+            stack = [m.to(flat.dtype) for _, m in masks] + [
+                torch.ones_like(masks[0][1], dtype=flat.dtype)
+            ]
+            out_image, out_masks = self.sequential(
+                flat, torch.stack(stack, dim=1), data_keys=["input", "mask"]
+            )
+            outside = out_masks[:, -1] < 0.5
+            for i, (name, original) in enumerate(masks):
+                values = out_masks[:, i]
+                if name == "nodata_mask":
+                    batch[name] = (values > 0.5) | outside
+                    continue
+                if self.mask_fill is not None:
+                    values = values.masked_fill(outside, self.mask_fill)
+                if not original.dtype.is_floating_point:
+                    values = values.round()
+                batch[name] = values.to(original.dtype)
+        batch["image"] = (
+            out_image.reshape(b, c, -1, *out_image.shape[-2:]) if temporal else out_image
+        )
+        return batch

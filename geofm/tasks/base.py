@@ -1,0 +1,501 @@
+"""``BaseTask``: what every geofm LightningModule shares.
+
+A task is built the TorchGeo way: ``__init__`` saves its arguments as hyperparameters, then
+calls ``configure_models``, ``configure_losses`` and ``configure_metrics``, which read only
+``self.hparams`` (and the arguments given to them), so subclasses set nothing later that these
+hooks depend on. One ``MetricCollection`` is cloned per stage with the prefixes ``train/``,
+``val/`` and ``test/``; the three steps share one ``_step``.
+
+Normalisation. The means and stds (task arguments first, else the datamodule's ``means`` and
+``stds`` attributes, read in ``setup``) are applied to ``batch["image"]`` on the task's device
+at the start of every step. Not in ``on_after_batch_transfer``: Lightning (2.x) runs only
+*one* ``on_after_batch_transfer``, the datamodule's when it defines one, so a datamodule
+that augments there would silently switch the task's normalisation off. Doing it in the step
+keeps the order augmentation -> normalisation for any datamodule. They are stored in
+checkpoints, so a model loaded for inference normalises as it did in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MetricCollection
+
+from geofm.models.model import ModelOutput
+from geofm.registry import MODEL_FACTORY_REGISTRY
+from geofm.tasks import plotting
+from geofm.tasks.optim import build_optimizer, build_scheduler
+
+__all__ = ["BaseTask", "STAGES"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test")
+
+# Keys of a batch that are inputs or targets; everything else is passed through to predictions.
+_DATA_KEYS = ("image", "mask", "label")
+
+_FREEZE = (
+    ("freeze_backbone", "freeze_encoder"),
+    ("freeze_decoder", "freeze_decoder"),
+    ("freeze_head", "freeze_head"),
+)
+
+
+def _tiled_forward_function() -> Any:
+    """``geofm.inference.tiled_forward``, or a clear error when that module is not there."""
+    try:
+        from geofm.inference import tiled_forward
+    except ImportError as err:
+        raise NotImplementedError(
+            "tiled_inference needs geofm.inference.tiled_forward, which this installation does "
+            f"not provide ({err}). Remove tiled_inference to predict whole images."
+        ) from err
+    return tiled_forward
+
+
+class BaseTask(LightningModule, ABC):
+    """Shared machinery of the geofm tasks.
+
+    Args:
+        model_factory: Name of a factory in ``MODEL_FACTORY_REGISTRY``.
+        model_args: Keyword arguments of the factory's ``build_model`` (``backbone``,
+            ``decoder``, ``backbone_in_chans``, ``necks``, ``aux_decoders``...), without
+            ``task``.
+        model: A ready model (a :class:`~geofm.models.model.Model` or any module returning a
+            :class:`~geofm.models.model.ModelOutput`); replaces ``model_factory``/``model_args``.
+        loss: A loss name, a list of names, a dict of name -> weight, or an ``nn.Module``
+            (see :mod:`geofm.tasks.losses`).
+        aux_loss: Weight of each auxiliary head's loss by head name (``{"aux": 0.4}``), added
+            to the training loss. Validation and test losses use the main output only.
+        ignore_index: Target value that losses and metrics skip.
+        class_weights: One loss weight per class.
+        num_classes: Number of classes (else ``model_args.num_classes`` or
+            ``len(class_names)``).
+        class_names: Names used in per-class metrics and plots.
+        optimizer: A ``torch.optim`` class name (``"AdamW"``) or a class path.
+        lr: Learning rate.
+        optimizer_hparams: Other optimizer arguments (``{"weight_decay": 0.05}``).
+        param_groups: Per-group options by fnmatch pattern on parameter names inside the
+            model: ``[{"pattern": "encoder.*", "lr": 1e-5}]`` (first match wins).
+        scheduler: A ``torch.optim.lr_scheduler`` class name or a class path.
+        scheduler_hparams: The scheduler's arguments plus ``interval`` (``"epoch"`` or
+            ``"step"``), ``monitor``, ``warmup_epochs``/``warmup_steps`` and
+            ``warmup_start_factor`` (see :func:`geofm.tasks.optim.build_scheduler`).
+        freeze_backbone: Freeze the encoder (no gradients, norm statistics fixed).
+        freeze_decoder: Freeze the necks and decoder.
+        freeze_head: Freeze the head.
+        means: Per-band means; overrides the datamodule's ``means``.
+        stds: Per-band standard deviations; overrides the datamodule's ``stds``.
+        tiled_inference: Keyword arguments of ``geofm.inference.tiled_forward``
+            (``{"tile_size": 224, "overlap": 32}``), used in validation, test and predict.
+        plot_on_val: Log an image | label | prediction figure of the first sample of the first
+            ``plot_on_val`` validation batches, to loggers that accept figures (TensorBoard).
+        rgb_indices: The three bands shown as red, green, blue in plots.
+    """
+
+    #: ``task`` argument of the model factory
+    model_task: ClassVar[str]
+    #: kind of :func:`geofm.tasks.plotting.plot_sample` figure
+    plot_mode: ClassVar[str]
+    #: whether the task needs ``num_classes``
+    needs_num_classes: ClassVar[bool] = True
+    #: batch keys given to the model's forward as keyword arguments
+    model_input_keys: ClassVar[tuple[str, ...]] = ("temporal_coords", "location_coords")
+
+    def __init__(
+        self,
+        model_factory: str = "EncoderDecoderFactory",
+        model_args: dict[str, Any] | None = None,
+        model: nn.Module | None = None,
+        loss: str | list[str] | dict[str, float] | nn.Module = "ce",
+        aux_loss: dict[str, float] | None = None,
+        ignore_index: int | float | None = None,
+        class_weights: list[float] | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        optimizer: str = "AdamW",
+        lr: float = 1e-3,
+        optimizer_hparams: dict[str, Any] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        scheduler: str | None = None,
+        scheduler_hparams: dict[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+        freeze_head: bool = False,
+        means: list[float] | None = None,
+        stds: list[float] | None = None,
+        tiled_inference: dict[str, Any] | None = None,
+        plot_on_val: int = 0,
+        rgb_indices: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        # Modules are not hyperparameters: they are neither YAML nor needed to rebuild.
+        self.save_hyperparameters(ignore=["model"] + (["loss"] if isinstance(loss, nn.Module) else []))
+        if model is None and not model_args:
+            raise ValueError(
+                f"{type(self).__name__} needs model_args (e.g. {{'backbone': 'timm_resnet18', "
+                "'decoder': 'smp_Unet'}) for the model factory, or a ready model."
+            )
+        if tiled_inference is not None and not isinstance(tiled_inference, Mapping):
+            raise TypeError(
+                f"tiled_inference must be a dict of tiled_forward arguments such as "
+                f"{{'tile_size': 224, 'overlap': 32}}, got {tiled_inference!r}."
+            )
+        self.num_classes = self._resolve_num_classes() if self.needs_num_classes else None
+        self.register_buffer("norm_mean", None, persistent=False)
+        self.register_buffer("norm_std", None, persistent=False)
+        if means is not None or stds is not None:
+            self.set_normalization(means, stds, source="means/stds")
+        self._expected_bands: list[tuple[int, str]] | None = None
+        self._updated_stages: set[str] = set()
+        self._plot_skipped_logged = False
+        self.configure_models(model)
+        self.configure_losses(loss if isinstance(loss, nn.Module) else None)
+        self.configure_metrics()
+
+    # ------------------------------------------------------------------ configuration
+    def _resolve_num_classes(self) -> int:
+        given = self.hparams.num_classes
+        from_args = (self.hparams.model_args or {}).get("num_classes")
+        names = self.hparams.class_names
+        if given is not None and from_args is not None and given != from_args:
+            raise ValueError(f"num_classes={given} but model_args.num_classes={from_args}; keep one.")
+        num_classes = given if given is not None else from_args
+        if num_classes is None and names:
+            num_classes = len(names)
+        if num_classes is None:
+            raise ValueError(
+                f"{type(self).__name__} needs num_classes (or model_args.num_classes, or class_names)."
+            )
+        if names is not None and len(names) != num_classes:
+            raise ValueError(f"class_names has {len(names)} names but num_classes={num_classes}.")
+        return int(num_classes)
+
+    def configure_models(self, model: nn.Module | None = None) -> None:
+        """Build ``self.model`` with the model factory (or take ``model``), then freeze parts."""
+        if model is None:
+            args = dict(self.hparams.model_args)
+            if self.needs_num_classes:
+                args.setdefault("num_classes", self.num_classes)
+            factory = MODEL_FACTORY_REGISTRY.build(self.hparams.model_factory)
+            model = factory.build_model(self.model_task, **args)
+        self.model = model
+        for flag, method in _FREEZE:
+            if self.hparams[flag]:
+                freeze = getattr(self.model, method, None)
+                if freeze is None:
+                    raise TypeError(
+                        f"{flag}=True but {type(self.model).__name__} has no {method}(); use a "
+                        "geofm Model or freeze the parameters yourself."
+                    )
+                freeze()
+
+    @abstractmethod
+    def configure_losses(self, loss: nn.Module | None = None) -> None:
+        """Set ``self.criterion``, called as ``criterion(prediction, target)``."""
+
+    @abstractmethod
+    def build_metrics(self) -> MetricCollection:
+        """The metrics of one stage, without prefix."""
+
+    def configure_metrics(self) -> None:
+        """One metric collection per stage, logged as ``train/...``, ``val/...``, ``test/...``."""
+        metrics = self.build_metrics()
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer (and scheduler) of ``optimizer``, ``lr``, ``param_groups``, ``scheduler``."""
+        named = [(name.removeprefix("model."), p) for name, p in self.named_parameters()]
+        optimizer = build_optimizer(
+            named,
+            self.hparams.optimizer,
+            self.hparams.lr,
+            self.hparams.optimizer_hparams,
+            self.hparams.param_groups,
+        )
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_hparams)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------ normalisation
+    def set_normalization(
+        self, means: Sequence[float] | None, stds: Sequence[float] | None, source: str = "means/stds"
+    ) -> None:
+        """Normalise images as ``(image - means) / stds`` per band from now on.
+
+        Raises:
+            ValueError: when only one is given, their lengths differ, or a std is not positive.
+        """
+        if means is None or stds is None:
+            raise ValueError(f"{source}: give both means and stds (got means={means}, stds={stds}).")
+        mean = torch.as_tensor(list(means), dtype=torch.float32, device=self.device).flatten()
+        std = torch.as_tensor(list(stds), dtype=torch.float32, device=self.device).flatten()
+        if mean.numel() != std.numel():
+            raise ValueError(f"{source}: {mean.numel()} means but {std.numel()} stds.")
+        if not bool((std > 0).all()):
+            raise ValueError(f"{source}: stds must be positive, got {std.tolist()}.")
+        self.norm_mean, self.norm_std = mean, std
+        self._expected_bands = None
+        self._normalization_source = source
+
+    def setup(self, stage: str) -> None:
+        """Take the datamodule's ``means``/``stds`` unless the task was given its own."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.means is None and self.hparams.stds is None and datamodule is not None:
+            means, stds = getattr(datamodule, "means", None), getattr(datamodule, "stds", None)
+            if means is not None or stds is not None:
+                self.set_normalization(means, stds, source=f"{type(datamodule).__name__}.means/stds")
+        if self.hparams.tiled_inference:
+            _tiled_forward_function()  # fail now rather than after a training epoch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.norm_mean is not None:
+            checkpoint["geofm_normalization"] = {
+                "means": self.norm_mean.tolist(),
+                "stds": self.norm_std.tolist(),
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("geofm_normalization")
+        if saved is not None:
+            self.set_normalization(saved["means"], saved["stds"], source="the checkpoint's means/stds")
+
+    def _expected_band_counts(self) -> list[tuple[int, str]]:
+        """``(bands, what says so)`` for every setting that fixes the number of input bands."""
+        args = self.hparams.model_args or {}
+        expected = []
+        if args.get("backbone_in_chans") is not None:
+            count = int(args["backbone_in_chans"])
+            expected.append((count, f"model_args.backbone_in_chans={count}"))
+        elif args.get("backbone_bands") is not None:
+            count = len(args["backbone_bands"])
+            expected.append((count, f"model_args.backbone_bands lists {count} bands"))
+        else:
+            root = getattr(self.model, "encoder", self.model)
+            first = next((m for n, m in root.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+            if first is not None:
+                expected.append(
+                    (
+                        first.in_channels,
+                        f"the model's first layer takes {first.in_channels} bands (set "
+                        "model_args.backbone_in_chans to the batch's band count)",
+                    )
+                )
+        if self.norm_mean is not None:
+            count = self.norm_mean.numel()
+            expected.append((count, f"{self._normalization_source} has {count} values per band list"))
+        return expected
+
+    def _prepare_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the band count and normalise ``batch["image"]`` (on the task's device)."""
+        if not isinstance(batch, Mapping) or "image" not in batch:
+            raise TypeError(
+                f"{type(self).__name__} expects dict batches with an 'image' key (TorchGeo "
+                f"convention), got {type(batch).__name__}"
+                + (f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else "")
+                + "."
+            )
+        image = batch["image"]
+        if not image.is_floating_point():
+            image = image.float()
+        if self._expected_bands is None:
+            self._expected_bands = self._expected_band_counts()
+        bands = image.shape[1]
+        for count, what in self._expected_bands:
+            if count != bands:
+                raise ValueError(
+                    f"{what} but the batch has {bands} bands (image shape {tuple(image.shape)})."
+                )
+        if self.norm_mean is not None:
+            shape = (1, bands) + (1,) * (image.ndim - 2)  # works for (B, C, H, W) and (B, C, T, H, W)
+            image = (image - self.norm_mean.view(shape)) / self.norm_std.view(shape)
+        return {**batch, "image": image}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, image: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """The model's output for a normalised ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
+        out = self.model(image, **kwargs)
+        return ModelOutput(
+            self.adapt_output(out.output),
+            {name: self.adapt_output(value) for name, value in out.auxiliary_heads.items()},
+        )
+
+    def adapt_output(self, output: torch.Tensor) -> torch.Tensor:
+        """Bring a model output to the task's shape (identity; regression drops a channel of 1)."""
+        return output
+
+    def _model_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: batch[key] for key in self.model_input_keys if key in batch}
+
+    def _inference(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The main output, tiled when ``tiled_inference`` is set."""
+        kwargs = self._model_kwargs(batch)
+        image = batch["image"]
+        options = self.hparams.tiled_inference
+        if not options:
+            return self(image, **kwargs).output
+        tiled_forward = _tiled_forward_function()
+        if not kwargs:
+            return self.adapt_output(tiled_forward(self._tile_function({}), image, **options))
+        # tiled_forward batches tiles of different images together, so per-image inputs
+        # (temporal_coords...) go one image at a time.
+        outputs = [
+            tiled_forward(
+                self._tile_function({key: value[i : i + 1] for key, value in kwargs.items()}),
+                image[i : i + 1],
+                **options,
+            )
+            for i in range(image.shape[0])
+        ]
+        return self.adapt_output(torch.cat(outputs))
+
+    def _tile_function(self, kwargs: Mapping[str, Any]) -> Any:
+        """``tiles (N, C, h, w) -> (N, K, h, w)`` with one image's ``kwargs`` repeated per tile."""
+
+        def forward_tiles(tiles: torch.Tensor) -> torch.Tensor:
+            repeated = {
+                key: value.expand(tiles.shape[0], *value.shape[1:]) if torch.is_tensor(value) else value
+                for key, value in kwargs.items()
+            }
+            out = self(tiles, **repeated).output
+            return out if out.ndim == 4 else out.unsqueeze(1)
+
+        return forward_tiles
+
+    # ------------------------------------------------------------------ steps
+    @abstractmethod
+    def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The batch's target, shaped and typed as losses and metrics expect."""
+
+    @abstractmethod
+    def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(preds, target)`` for the metric collection's ``update``."""
+
+    @abstractmethod
+    def decode(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Hard predictions from the model output (class map, class index, values...)."""
+
+    @abstractmethod
+    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``predict_step`` returns for a model output, before the passed-through keys."""
+
+    def _metrics(self, stage: str) -> MetricCollection:
+        match stage:
+            case "train":
+                return self.train_metrics
+            case "val":
+                return self.val_metrics
+            case "test":
+                return self.test_metrics
+            case _:
+                raise ValueError(f"Unknown stage '{stage}'; expected one of {STAGES}.")
+
+    def _aux_loss(self, output: ModelOutput, target: torch.Tensor) -> torch.Tensor | float:
+        weights = self.hparams.aux_loss or {}
+        missing = sorted(set(weights) - set(output.auxiliary_heads))
+        if missing:
+            raise KeyError(
+                f"aux_loss names heads {missing} that the model does not have; its auxiliary "
+                f"heads are {sorted(output.auxiliary_heads)}."
+            )
+        return sum(
+            float(weight) * self.criterion(output.auxiliary_heads[name], target)
+            for name, weight in weights.items()
+        )
+
+    def _step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Loss, main output and prepared batch of one step; logs the loss, updates metrics."""
+        batch = self._prepare_batch(batch)
+        target = self.target(batch)
+        if stage == "train":
+            output = self(batch["image"], **self._model_kwargs(batch))
+            prediction = output.output
+            loss = self.criterion(prediction, target) + self._aux_loss(output, target)
+        else:
+            prediction = self._inference(batch)
+            loss = self.criterion(prediction, target)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=batch["image"].shape[0],
+        )
+        preds, truth = self.metric_inputs(prediction.detach(), target)
+        if preds.numel():
+            self._metrics(stage).update(preds, truth)
+            self._updated_stages.add(stage)
+        return loss, prediction, batch
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        _, prediction, batch = self._step(batch, "val")
+        if batch_idx < int(self.hparams.plot_on_val) and not self.trainer.sanity_checking:
+            self._plot(batch, prediction, batch_idx)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Predictions plus every batch key other than image/mask/label (``filename``, ``crs``...)."""
+        batch = self._prepare_batch(batch)
+        result = self.prediction_outputs(self._inference(batch))
+        result.update({key: value for key, value in batch.items() if key not in _DATA_KEYS})
+        return result
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        if stage not in self._updated_stages:
+            return
+        metrics = self._metrics(stage)
+        # torchmetrics syncs its states across processes in compute(); no sync_dist needed.
+        self.log_dict(metrics.compute())
+        metrics.reset()
+        self._updated_stages.discard(stage)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ------------------------------------------------------------------ plots
+    def _plot(self, batch: Mapping[str, Any], prediction: torch.Tensor, batch_idx: int) -> None:
+        writers = [
+            logger.experiment
+            for logger in self.loggers
+            if callable(getattr(logger.experiment, "add_figure", None))
+        ]
+        if not writers:
+            if not self._plot_skipped_logged:
+                log.info("plot_on_val: no logger accepts figures (add_figure); plots are skipped.")
+                self._plot_skipped_logged = True
+            return
+        if not plotting.matplotlib_available():
+            return
+        target = self.target(batch)
+        figure = plotting.plot_sample(
+            batch["image"][0],
+            target[0],
+            self.decode(prediction.detach())[0],
+            mode=self.plot_mode,
+            class_names=self.hparams.class_names,
+            rgb_indices=self.hparams.rgb_indices,
+            num_classes=self.num_classes,
+        )
+        for writer in writers:
+            writer.add_figure(f"val/sample_{batch_idx}", figure, global_step=self.global_step)

@@ -1,0 +1,124 @@
+"""``SemanticSegmentationTask``: class logits ``(B, C, H, W)`` against masks ``(B, H, W)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from geofm.tasks.base import BaseTask
+from geofm.tasks.losses import LossSpec, build_loss
+from geofm.tasks.metrics import segmentation_metrics
+
+__all__ = ["SemanticSegmentationTask", "INFERENCE_OUTPUTS", "pixel_target"]
+
+INFERENCE_OUTPUTS = ("prediction", "probabilities", "logits")
+
+
+def pixel_target(batch: Mapping[str, Any], key: str = "mask") -> torch.Tensor:
+    """``batch[key]`` as ``(B, H, W)`` (a channel of 1, as some TorchGeo datasets give, is dropped)."""
+    if key not in batch:
+        raise KeyError(f"The batch has no '{key}' key (keys: {sorted(batch)}); it holds the target.")
+    target = batch[key]
+    if target.ndim == 4 and target.shape[1] == 1:
+        target = target.squeeze(1)
+    return target
+
+
+def _inference_outputs(spec: str | list[str]) -> list[str]:
+    outputs = [spec] if isinstance(spec, str) else list(spec)
+    unknown = [o for o in outputs if o not in INFERENCE_OUTPUTS]
+    if unknown or not outputs:
+        raise ValueError(
+            f"output_on_inference={spec!r}; choose from {list(INFERENCE_OUTPUTS)} or a list of them."
+        )
+    return outputs
+
+
+class SemanticSegmentationTask(BaseTask):
+    """Semantic segmentation: per-pixel classes.
+
+    Metrics: ``mIoU``, ``IoU_<class>``, ``F1``, ``Accuracy_macro``, ``Pixel_Accuracy`` (see
+    :mod:`geofm.tasks.metrics`). Losses: ``ce``, ``dice``, ``focal``, ``jaccard``, ``lovasz``.
+
+    Args:
+        model_factory: Name of a factory in ``MODEL_FACTORY_REGISTRY``.
+        model_args: Keyword arguments of the factory's ``build_model``.
+        model: A ready model instead of ``model_factory``/``model_args``.
+        num_classes: Number of classes.
+        loss: A name, a list of names, a dict of name -> weight, or a module.
+        ignore_index: Mask value skipped by losses and metrics (nodata).
+        class_weights: One loss weight per class.
+        class_names: Names in per-class metrics (``val/IoU_<name>``) and plots.
+        output_on_inference: What ``predict_step`` returns: ``"prediction"`` (class map
+            ``(B, H, W)``), ``"probabilities"`` (``(B, C, H, W)``), ``"logits"``, or a list.
+        **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (optimizer,
+            scheduler, freezing, normalisation, tiled inference, plots).
+    """
+
+    model_task = "segmentation"
+    plot_mode = "segmentation"
+
+    def __init__(
+        self,
+        model_factory: str = "EncoderDecoderFactory",
+        model_args: dict[str, Any] | None = None,
+        model: nn.Module | None = None,
+        num_classes: int | None = None,
+        loss: LossSpec = "ce",
+        ignore_index: int | None = None,
+        class_weights: list[float] | None = None,
+        class_names: list[str] | None = None,
+        output_on_inference: str | list[str] = "prediction",
+        **kwargs: Any,
+    ) -> None:
+        _inference_outputs(output_on_inference)  # validate before building anything
+        super().__init__(
+            model_factory=model_factory,
+            model_args=model_args,
+            model=model,
+            loss=loss,
+            ignore_index=ignore_index,
+            class_weights=class_weights,
+            num_classes=num_classes,
+            class_names=class_names,
+            **kwargs,
+        )
+
+    def configure_losses(self, loss: nn.Module | None = None) -> None:
+        self.criterion = build_loss(
+            "segmentation",
+            loss if loss is not None else self.hparams.loss,
+            ignore_index=self.hparams.ignore_index,
+            class_weights=self.hparams.class_weights,
+            num_classes=self.num_classes,
+        )
+
+    def build_metrics(self) -> MetricCollection:
+        return segmentation_metrics(self.num_classes, self.hparams.ignore_index, self.hparams.class_names)
+
+    def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return pixel_target(batch).long()
+
+    def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return prediction.argmax(dim=1), target
+
+    def decode(self, prediction: torch.Tensor) -> torch.Tensor:
+        return prediction.argmax(dim=1)
+
+    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
+        result = {}
+        for name in _inference_outputs(self.hparams.output_on_inference):
+            match name:
+                case "prediction":
+                    result[name] = prediction.argmax(dim=1)
+                case "probabilities":
+                    result[name] = prediction.softmax(dim=1)
+                case "logits":
+                    result[name] = prediction
+                case _:
+                    raise ValueError(f"Unknown output_on_inference entry '{name}'.")
+        return result

@@ -1,14 +1,94 @@
-"""The ``geofm`` command."""
+"""The ``geofm`` command.
+
+``geofm fit|validate|test|predict -c config.yaml`` run Lightning through LightningCLI, so every
+LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``,
+``--print_config``). ``geofm compute-statistics`` and ``geofm registry list`` are geofm's own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
 import sys
+from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "import_custom_modules"]
+
+log = logging.getLogger(__name__)
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
+# ---------------------------------------------------------------------------- custom modules
+def import_custom_modules(path: str | Path) -> list[str]:
+    """Import a user's folder (a package or a folder of modules) so its components register.
+
+    Args:
+        path: A folder with ``.py`` files, or a single ``.py`` file.
+
+    Returns:
+        The module names imported.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"custom_modules='{path}' does not exist.")
+    parent = str(path.parent)
+    if parent not in sys.path:
+        sys.path.insert(0, parent)
+    if path.is_file():
+        names = [path.stem]
+    elif (path / "__init__.py").is_file():
+        names = [path.name] + [f"{path.name}.{p.stem}" for p in sorted(path.glob("*.py")) if p.stem != "__init__"]
+    else:
+        sys.path.insert(0, str(path))
+        names = [p.stem for p in sorted(path.glob("*.py"))]
+    for name in names:
+        importlib.import_module(name)
+    log.info("Imported custom modules from %s: %s", path, names)
+    return names
+
+
+def _custom_modules_from_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--custom-modules PATH`` out of argv, and find ``custom_modules`` in configs."""
+    paths: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    configs: list[str] = []
+    for arg in args:
+        if arg in ("--custom-modules", "--custom_modules"):
+            paths.append(next(args, ""))
+        elif arg.startswith(("--custom-modules=", "--custom_modules=")):
+            paths.append(arg.split("=", 1)[1])
+        else:
+            if arg in ("-c", "--config"):
+                config = next(args, "")
+                configs.append(config)
+                rest += [arg, config]
+                continue
+            rest.append(arg)
+    for config in configs:
+        paths += _custom_modules_key(config)
+    return paths, rest
+
+
+def _custom_modules_key(config: str) -> list[str]:
+    import yaml
+
+    path = Path(config)
+    if not path.is_file():
+        return []
+    data = yaml.safe_load(path.read_text()) or {}
+    value = data.get("custom_modules") if isinstance(data, dict) else None
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    # Relative paths are relative to the config file.
+    return [str((path.parent / v).resolve()) if not Path(v).is_absolute() else v for v in values]
+
+
+# ---------------------------------------------------------------------------- geofm's own commands
 def _registry_list(args: argparse.Namespace) -> int:
     from geofm.registry import registry_summary
 
@@ -30,9 +110,25 @@ def _registry_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compute_statistics(args: argparse.Namespace) -> int:
+    from geofm.cli_lightning import compute_statistics_from_config
+
+    out = compute_statistics_from_config(args.config, args.output, extra_args=args.overrides)
+    print(f"Statistics written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geofm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="geofm",
+        description="Fine-tune geospatial foundation models. Lightning commands: "
+        + ", ".join(LIGHTNING_COMMANDS)
+        + " (geofm fit --help for their options).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    for command in LIGHTNING_COMMANDS:
+        sub.add_parser(command, help=f"Lightning {command} (LightningCLI options)", add_help=False)
+
     registry = sub.add_parser("registry", help="inspect the component registries")
     registry_sub = registry.add_subparsers(dest="action", required=True)
     listing = registry_sub.add_parser("list", help="list what can be built, from every source")
@@ -40,13 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--filter", help="keep names containing this text (any case)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_registry_list)
+
+    stats = sub.add_parser(
+        "compute-statistics",
+        help="per-band means/stds (and class counts) of the training split, written to a file",
+    )
+    stats.add_argument("-c", "--config", required=True, help="the fit config (its data section is used)")
+    stats.add_argument("-o", "--output", help="output file (default: statistics.yaml beside the config)")
+    stats.epilog = "Any --data.init_args.NAME VALUE pairs after these override the config."
+    stats.set_defaults(func=_compute_statistics)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    custom, argv = _custom_modules_from_argv(argv)
+    for path in custom:
+        import_custom_modules(path)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from geofm.cli_lightning import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return 0
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "compute-statistics":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = unknown
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

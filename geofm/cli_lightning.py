@@ -1,0 +1,138 @@
+"""LightningCLI behind ``geofm fit|validate|test|predict`` (imported only for those commands).
+
+Defaults a user gets without a word in the config, all under the run directory
+(``trainer.default_root_dir``, ``runs/<config name>`` by default):
+``checkpoints/`` (best on ``val/loss`` and ``last.ckpt``), ``metrics.csv``, TensorBoard logs
+when tensorboard is installed, and the resolved ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+__all__ = ["GeofmCLI", "run_lightning_cli", "compute_statistics_from_config", "import_components"]
+
+log = logging.getLogger(__name__)
+
+
+def import_components() -> None:
+    """Import tasks and datamodules so that short class names resolve in configs."""
+    import geofm.data.datamodules  # noqa: F401
+    import geofm.tasks.classification  # noqa: F401
+    import geofm.tasks.regression  # noqa: F401
+    import geofm.tasks.segmentation  # noqa: F401
+
+
+class GeofmCLI(LightningCLI):
+    """LightningCLI with geofm's defaults and the ``--predict_output_dir`` option."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--predict_output_dir",
+            "--predict-output-dir",
+            type=str | None,
+            default=None,
+            help="Folder for predicted GeoTIFFs (one per input, named after it).",
+        )
+        parser.add_argument(
+            "--custom_modules",
+            "--custom-modules",
+            type=str | list[str] | None,
+            default=None,
+            help="Folder(s) of user modules imported before the config is parsed.",
+        )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        root = Path(config.get("default_root_dir") or self._default_run_dir())
+        config["default_root_dir"] = str(root)
+        if config.get("logger") in (None, True):
+            loggers: list[Any] = [CSVLogger(root, name="", version="")]
+            if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+                loggers.append(TensorBoardLogger(root, name="tensorboard", version=""))
+            config["logger"] = loggers
+        user_callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_checkpointing", True) is not False and not any(
+            isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks
+        ):
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=root / "checkpoints",
+                    filename="best-{epoch}-{step}",
+                    monitor="val/loss",
+                    mode="min",
+                    save_last=True,
+                )
+            )
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _default_run_dir(self) -> Path:
+        configs = self.config.get(self.subcommand, {}).get("config") or []
+        name = Path(str(configs[-1])).stem if configs else "run"
+        return Path("runs") / name
+
+    def before_predict(self) -> None:
+        out_dir = self.config[self.subcommand].get("predict_output_dir")
+        if out_dir:
+            from geofm.inference.prediction_writer import GeoTiffPredictionWriter
+
+            self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
+
+
+def run_lightning_cli(argv: list[str]) -> GeofmCLI:
+    """Run ``geofm <fit|validate|test|predict> ...``."""
+    import_components()
+    return GeofmCLI(
+        model_class=LightningModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"} if importlib.util.find_spec("omegaconf") else None,
+        args=argv,
+    )
+
+
+def compute_statistics_from_config(
+    config: str | Path, output: str | Path | None = None, extra_args: list[str] | None = None
+) -> Path:
+    """Compute per-band statistics of the training split of the config's datamodule.
+
+    Args:
+        config: A fit config with a ``data`` section.
+        output: Where to write them (default ``statistics.yaml`` beside the config).
+        extra_args: ``--data.init_args.X value`` overrides.
+
+    Returns:
+        The written file, loadable as the datamodule's ``means``/``stds`` file.
+    """
+    from jsonargparse import ArgumentParser
+
+    from geofm.data.statistics import compute_statistics, write_statistics
+
+    import_components()
+    config = Path(config)
+    if not config.is_file():
+        raise FileNotFoundError(f"Config file '{config}' does not exist.")
+    data = (yaml.safe_load(config.read_text()) or {}).get("data")
+    if data is None:
+        raise KeyError(f"Config '{config}' has no 'data' section to compute statistics for.")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    cfg = parser.parse_object({"data": data})
+    if extra_args:
+        cfg = parser.parse_args(extra_args, namespace=cfg)
+    datamodule = parser.instantiate_classes(cfg).data
+    stats = compute_statistics(datamodule)
+    out = Path(output) if output else config.with_name("statistics.yaml")
+    write_statistics(stats, out)
+    return out

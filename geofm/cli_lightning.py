@@ -2,8 +2,12 @@
 
 Defaults a user gets without a word in the config, all under the run directory
 (``trainer.default_root_dir``, ``runs/<config name>`` by default):
-``checkpoints/`` (best on ``val/loss`` and ``last.ckpt``), ``metrics.csv``, TensorBoard logs
-when tensorboard is installed, and the resolved ``config.yaml``.
+
+- ``checkpoints/``: ``best-*.ckpt`` (lowest ``val/loss``) and ``last.ckpt``, in one place for
+  every invocation so that ``--ckpt_path last`` resumes;
+- ``config.yaml``: the resolved config of the latest fit;
+- ``logs/version_N/``: ``metrics.csv``, the invocation's config, and TensorBoard events when
+  tensorboard is installed (a new version per invocation, so validate never erases fit logs).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 __all__ = ["GeofmCLI", "run_lightning_cli", "compute_statistics_from_config", "import_components"]
@@ -30,6 +34,16 @@ def import_components() -> None:
     import geofm.tasks.classification  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
     import geofm.tasks.segmentation  # noqa: F401
+
+
+class SaveConfigBesideCheckpoints(SaveConfigCallback):
+    """Also save a fit's resolved config as ``<run dir>/config.yaml``."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            path = Path(trainer.default_root_dir) / "config.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=False)
 
 
 class GeofmCLI(LightningCLI):
@@ -55,9 +69,10 @@ class GeofmCLI(LightningCLI):
         root = Path(config.get("default_root_dir") or self._default_run_dir())
         config["default_root_dir"] = str(root)
         if config.get("logger") in (None, True):
-            loggers: list[Any] = [CSVLogger(root, name="", version="")]
+            csv_logger = CSVLogger(root, name="logs")
+            loggers: list[Any] = [csv_logger]
             if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-                loggers.append(TensorBoardLogger(root, name="tensorboard", version=""))
+                loggers.append(TensorBoardLogger(root, name="logs", version=csv_logger.version))
             config["logger"] = loggers
         user_callbacks = list(config.get("callbacks") or [])
         if config.get("enable_checkpointing", True) is not False and not any(
@@ -75,7 +90,8 @@ class GeofmCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def _default_run_dir(self) -> Path:
-        configs = self.config.get(self.subcommand, {}).get("config") or []
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        configs = config.get("config") or []
         name = Path(str(configs[-1])).stem if configs else "run"
         return Path("runs") / name
 
@@ -87,8 +103,12 @@ class GeofmCLI(LightningCLI):
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
 
 
-def run_lightning_cli(argv: list[str]) -> GeofmCLI:
-    """Run ``geofm <fit|validate|test|predict> ...``."""
+def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
+    """Run ``geofm <fit|validate|test|predict> ...``.
+
+    With ``run=False``, ``argv`` has no subcommand: the config is parsed and the task and
+    datamodule are built, nothing runs (used to check configs).
+    """
     import_components()
     return GeofmCLI(
         model_class=LightningModule,
@@ -96,9 +116,11 @@ def run_lightning_cli(argv: list[str]) -> GeofmCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        save_config_callback=SaveConfigBesideCheckpoints,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"} if importlib.util.find_spec("omegaconf") else None,
         args=argv,
+        run=run,
     )
 
 

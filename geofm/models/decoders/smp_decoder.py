@@ -46,7 +46,19 @@ def _encoder_replaced(arch_class: type, encoder: nn.Module) -> Iterator[None]:
     module = importlib.import_module(arch_class.__module__)
     original = module.get_encoder
 
-    def get_encoder(*args: Any, output_stride: int | None = None, **kwargs: Any) -> nn.Module:
+    def get_encoder(
+        name: Any = None,
+        in_channels: int = 3,
+        depth: int = 5,
+        weights: Any = None,
+        output_stride: int | None = None,
+        **unexpected: Any,
+    ) -> nn.Module:
+        # smp hands the architecture's unknown keywords to its encoder: here they are errors.
+        if unexpected:
+            raise TypeError(
+                f"smp_{arch_class.__name__} got arguments it does not take: {sorted(unexpected)}."
+            )
         if output_stride is not None and output_stride < encoder.output_stride:
             encoder.make_dilated(output_stride)
         return encoder

@@ -1,0 +1,200 @@
+"""The geofm command end to end on generated GeoTIFF folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import yaml
+
+from geofm.cli import main as geofm
+from geofm.cli_lightning import run_lightning_cli
+from tests.data.fixtures import IMAGE_NODATA, LABEL_NODATA, make_pixel_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_data")
+    train = make_pixel_folder(root / "train", names=("t_1", "t_2", "t_3", "t_4"), size=32, seed=1)
+    val = make_pixel_folder(root / "val", names=("v_1", "v_2", "v_3", "v_4"), size=32, seed=2)
+    return root, train, val
+
+
+def write_config(tmp_path: Path, folders, **model_args) -> Path:
+    root, train, val = folders
+    config = {
+        "trainer": {
+            "accelerator": "cpu",
+            "max_epochs": 2,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path / "run"),
+        },
+        "model": {
+            "class_path": "SemanticSegmentationTask",
+            "init_args": {
+                "model_args": {
+                    "backbone": "timm_resnet18",
+                    "backbone_in_chans": 6,
+                    "backbone_out_indices": [0, 1, 2],
+                    "decoder": "smp_Unet",
+                    "decoder_encoder_depth": 3,
+                    "decoder_decoder_channels": [16, 8, 8],
+                    "num_classes": 3,
+                    **model_args,
+                },
+                "ignore_index": 255,
+                "lr": 1e-3,
+            },
+        },
+        "data": {
+            "class_path": "GenericNonGeoSegmentationDataModule",
+            "init_args": {
+                "batch_size": 2,
+                "train_data_root": str(train.image_root),
+                "train_label_data_root": str(train.label_root),
+                "val_data_root": str(val.image_root),
+                "val_label_data_root": str(val.label_root),
+                "test_data_root": str(val.image_root),
+                "test_label_data_root": str(val.label_root),
+                "predict_data_root": str(val.image_root),
+                "img_grep": "*_img.tif",
+                "label_grep": "lbl_*.tif",
+                "no_data_replace": 0,
+                "num_classes": 3,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_validate_test_predict(tmp_path, folders):
+    config = write_config(tmp_path, folders)
+    run = tmp_path / "run"
+    assert geofm(["fit", "-c", str(config)]) == 0
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert (run / "config.yaml").is_file() and (run / "logs" / "version_0" / "metrics.csv").is_file()
+    with (run / "logs" / "version_0" / "metrics.csv").open() as handle:
+        columns = next(csv.reader(handle))
+    assert {"val/loss", "val/mIoU", "train/loss_epoch"} <= set(columns)
+
+    last = str(run / "checkpoints" / "last.ckpt")
+    validated = run_lightning_cli(["validate", "-c", str(config), "--ckpt_path", last])
+    assert "val/mIoU" in validated.trainer.callback_metrics
+    tested = run_lightning_cli(["test", "-c", str(config), "--ckpt_path", last])
+    assert "test/mIoU" in tested.trainer.callback_metrics
+
+    # Prediction needs only the predict root and the checkpoint.
+    out = tmp_path / "predictions"
+    _, _, val = folders
+    geofm([
+        "predict", "-c", str(config), "--ckpt_path", last, "--predict_output_dir", str(out),
+        "--data.init_args.train_data_root", "null", "--data.init_args.val_data_root", "null",
+        "--data.init_args.test_data_root", "null",
+    ])
+    for name in val.names:
+        source = val.image_root / f"{name}_img.tif"
+        target = out / f"{name}_img_pred.tif"
+        with rasterio.open(source) as src, rasterio.open(target) as dst:
+            assert (dst.crs, dst.transform, dst.width, dst.height) == (src.crs, src.transform, src.width, src.height)
+            assert dst.dtypes[0] == "uint8" and dst.nodata == 255
+            assert dst.compression is not None  # (32 px files are a single block)
+            classes = dst.read(1)
+            nodata = (src.read() == IMAGE_NODATA).any(axis=0)
+        assert nodata.any() and (classes[nodata] == 255).all()
+        assert set(np.unique(classes[~nodata])) <= {0, 1, 2}
+    assert not list(out.glob(".*partial*"))
+
+
+def test_resume_continues_at_next_epoch(tmp_path, folders):
+    config = write_config(tmp_path, folders)
+    first = run_lightning_cli(["fit", "-c", str(config), "--trainer.max_epochs", "1"])
+    assert first.trainer.global_step == 2  # 4 samples, batch 2
+    resumed = run_lightning_cli(["fit", "-c", str(config), "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert resumed.trainer.global_step == 4 and resumed.trainer.current_epoch == 2
+    # The second invocation logs to its own version; it trained epoch 1 only.
+    with (tmp_path / "run" / "logs" / "version_1" / "metrics.csv").open() as handle:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(handle) if row.get("train/loss_epoch")}
+    assert epochs == {1}
+
+
+def test_compute_statistics(tmp_path, folders):
+    config = write_config(tmp_path, folders)
+    out = tmp_path / "stats.yaml"
+    assert geofm(["compute-statistics", "-c", str(config), "-o", str(out)]) == 0
+    stats = yaml.safe_load(out.read_text())
+    _, train, _ = folders
+    stacked = np.stack([train.images[n] for n in train.names]).astype(np.float64)
+    valid = stacked != IMAGE_NODATA
+    for band in range(6):
+        values = stacked[:, band][valid[:, band]]
+        assert stats["means"][band] == pytest.approx(values.mean(), rel=1e-6)
+        assert stats["stds"][band] == pytest.approx(values.std(), rel=1e-4)
+
+
+def test_registry_list_text():
+    out = subprocess.run(
+        [sys.executable, "-m", "geofm.cli", "registry", "list", "backbone", "--filter", "prithvi_eo_v2"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    assert "geofm_prithvi_eo_v2_300" in out.stdout and "timm_" not in out.stdout.replace("(0)", "")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--model.init_args.model_args.backbone", "timm_resnet1800"], "resnet1800"),
+        (["--model.init_args.model_args.decoder_unused_thing", "3"], "decoder_unused_thing"),
+        (["--model.init_args.model_args.bogus", "3"], "bogus"),
+        (["--data.init_args.train_data_root", "/nonexistent/geofm"], "train_data_root"),
+        (["--model.init_args.model_args.backbone_in_chans", "4"], "backbone_in_chans"),
+    ],
+)
+def test_bad_configs_fail_before_training(tmp_path, folders, override, message):
+    config = write_config(tmp_path, folders)
+    with pytest.raises(BaseException) as info:  # jsonargparse exits; others raise
+        run_lightning_cli(["fit", "-c", str(config), *override])
+    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
+    assert message in text
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_parse_and_build(example):
+    cli = run_lightning_cli(["-c", str(example), "--trainer.logger", "false"], run=False)
+    assert isinstance(cli.model.model, torch.nn.Module)
+    assert cli.datamodule is not None
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu(tmp_path, folders):
+    config = write_config(tmp_path, folders)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(
+        [sys.executable, "-m", "geofm.cli", "fit", "-c", str(config), "--trainer.strategy", "ddp",
+         "--trainer.devices", "2", "--trainer.max_epochs", "1"],
+        check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600,
+    )
+    run = tmp_path / "run"
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # one best, one last: rank 0 only
+    with (run / "logs" / "version_0" / "metrics.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/mIoU")]
+    ddp_miou = float(rows[-1]["val/mIoU"])
+    # Each process saw half the validation set; synchronised metrics equal one process on all of it.
+    single = run_lightning_cli(["validate", "-c", str(config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    assert ddp_miou == pytest.approx(float(single.trainer.callback_metrics["val/mIoU"]), abs=1e-5)
+    json.dumps(checkpoints)

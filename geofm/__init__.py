@@ -29,6 +29,18 @@ _LAZY: dict[str, str] = {
         ],
         "geofm.registry",
     ),
+    "ModelOutput": "geofm.models.model",
+    "AuxiliaryHead": "geofm.models.model",
+    "EncoderDecoderFactory": "geofm.models.factories.encoder_decoder",
+    "SemanticSegmentationTask": "geofm.tasks.segmentation",
+    "PixelwiseRegressionTask": "geofm.tasks.regression",
+    "ClassificationTask": "geofm.tasks.classification",
+    "MultiLabelClassificationTask": "geofm.tasks.classification",
+    "GenericNonGeoSegmentationDataModule": "geofm.data.datamodules",
+    "GenericNonGeoPixelwiseRegressionDataModule": "geofm.data.datamodules",
+    "GenericNonGeoClassificationDataModule": "geofm.data.datamodules",
+    "compute_statistics": "geofm.data.statistics",
+    "predict_scenes": "geofm.inference.streaming",
 }
 
 __all__ = ["__version__", *_LAZY]

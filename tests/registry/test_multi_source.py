@@ -171,3 +171,10 @@ def test_cli_registry_list_json():
     )
     data = json.loads(out.stdout)
     assert data["decoder"]["smp"] == ["Unet", "UnetPlusPlus"]
+
+
+def test_public_names_resolve():
+    import geofm
+
+    for name in geofm.__all__:
+        assert getattr(geofm, name) is not None

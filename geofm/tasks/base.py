@@ -30,6 +30,7 @@ from torchmetrics import MetricCollection
 from geofm.models.model import ModelOutput
 from geofm.registry import MODEL_FACTORY_REGISTRY
 from geofm.tasks import plotting
+from geofm.tasks.losses import build_loss
 from geofm.tasks.optim import build_optimizer, build_scheduler
 
 __all__ = ["BaseTask", "STAGES"]
@@ -104,6 +105,8 @@ class BaseTask(LightningModule, ABC):
     model_task: ClassVar[str]
     #: kind of :func:`geofm.tasks.plotting.plot_sample` figure
     plot_mode: ClassVar[str]
+    #: ``kind`` argument of :func:`geofm.tasks.losses.build_loss`
+    loss_kind: ClassVar[str]
     #: whether the task needs ``num_classes``
     needs_num_classes: ClassVar[bool] = True
     #: batch keys given to the model's forward as keyword arguments
@@ -197,9 +200,20 @@ class BaseTask(LightningModule, ABC):
                     )
                 freeze()
 
-    @abstractmethod
     def configure_losses(self, loss: nn.Module | None = None) -> None:
-        """Set ``self.criterion``, called as ``criterion(prediction, target)``."""
+        """Set ``self.criterion``, called as ``criterion(prediction, target)``.
+
+        Built by :func:`~geofm.tasks.losses.build_loss` for ``loss_kind`` from ``loss`` (a
+        ready module) or the ``loss`` hyperparameter, with ``ignore_index`` and
+        ``class_weights``.
+        """
+        self.criterion = build_loss(
+            self.loss_kind,
+            loss if loss is not None else self.hparams.loss,
+            ignore_index=self.hparams.ignore_index,
+            class_weights=self.hparams.class_weights,
+            num_classes=self.num_classes,
+        )
 
     @abstractmethod
     def build_metrics(self) -> MetricCollection:

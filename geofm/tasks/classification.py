@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from geofm.tasks.base import BaseTask
-from geofm.tasks.losses import LossSpec, build_loss
+from geofm.tasks.losses import LossSpec
 from geofm.tasks.metrics import classification_metrics, multilabel_metrics
 
 __all__ = ["ClassificationTask", "MultiLabelClassificationTask"]
@@ -66,15 +66,6 @@ class ClassificationTask(BaseTask):
             num_classes=num_classes,
             class_names=class_names,
             **kwargs,
-        )
-
-    def configure_losses(self, loss: nn.Module | None = None) -> None:
-        self.criterion = build_loss(
-            self.loss_kind,
-            loss if loss is not None else self.hparams.loss,
-            ignore_index=self.hparams.ignore_index,
-            class_weights=self.hparams.class_weights,
-            num_classes=self.num_classes,
         )
 
     def build_metrics(self) -> MetricCollection:

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from geofm.tasks.base import BaseTask
-from geofm.tasks.losses import LossSpec, build_loss, valid_regression_targets
+from geofm.tasks.losses import LossSpec, valid_regression_targets
 from geofm.tasks.metrics import regression_metrics
 from geofm.tasks.segmentation import pixel_target
 
@@ -34,6 +34,7 @@ class PixelwiseRegressionTask(BaseTask):
 
     model_task = "regression"
     plot_mode = "regression"
+    loss_kind = "regression"
     needs_num_classes = False
 
     def __init__(
@@ -52,14 +53,6 @@ class PixelwiseRegressionTask(BaseTask):
             loss=loss,
             ignore_index=ignore_index,
             **kwargs,
-        )
-
-    def configure_losses(self, loss: nn.Module | None = None) -> None:
-        self.criterion = build_loss(
-            "regression",
-            loss if loss is not None else self.hparams.loss,
-            ignore_index=self.hparams.ignore_index,
-            class_weights=self.hparams.class_weights,
         )
 
     def build_metrics(self) -> MetricCollection:

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from geofm.tasks.base import BaseTask
-from geofm.tasks.losses import LossSpec, build_loss
+from geofm.tasks.losses import LossSpec
 from geofm.tasks.metrics import segmentation_metrics
 
 __all__ = ["SemanticSegmentationTask", "INFERENCE_OUTPUTS", "pixel_target"]
@@ -61,6 +61,7 @@ class SemanticSegmentationTask(BaseTask):
 
     model_task = "segmentation"
     plot_mode = "segmentation"
+    loss_kind = "segmentation"
 
     def __init__(
         self,
@@ -86,15 +87,6 @@ class SemanticSegmentationTask(BaseTask):
             num_classes=num_classes,
             class_names=class_names,
             **kwargs,
-        )
-
-    def configure_losses(self, loss: nn.Module | None = None) -> None:
-        self.criterion = build_loss(
-            "segmentation",
-            loss if loss is not None else self.hparams.loss,
-            ignore_index=self.hparams.ignore_index,
-            class_weights=self.hparams.class_weights,
-            num_classes=self.num_classes,
         )
 
     def build_metrics(self) -> MetricCollection:

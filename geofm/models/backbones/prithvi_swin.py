@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.data.bands import Band, band_indices, resolve_bands
-from geofm.models.backbones.prithvi_weights import read_checkpoint
+from geofm.data.bands import Band, resolve_bands
+from geofm.models.backbones.checkpoints import (
+    PATCH_EMBED_KEY,
+    adapt_input_channels,
+    backbone_tensors,
+    listed,
+    read_checkpoint,
+)
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
 
 __all__ = [
@@ -50,8 +56,13 @@ log = logging.getLogger(__name__)
 PRETRAINED_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
 """The HLS bands the Prithvi Swin checkpoints were trained on, in input-channel order."""
 
-# The first layer: adapted to the bands, and the key that locates the Swin in a checkpoint.
-_PATCH_KEY = "patch_embed.proj.weight"
+# Checkpoint layouts recognised but not converted: key suffix -> advice.
+_LAYOUT_HINTS = {
+    "patch_embed.projection.weight": (
+        "Its keys follow MMSegmentation's Swin layout (patch_embed.projection, stages.*), which "
+        "geofm does not convert; use the original (timm or Microsoft/SimMIM layout) checkpoint."
+    )
+}
 # Checkpoint entries that have no counterpart in a headless backbone (classifier, SimMIM's
 # mask token) or that the model rebuilds itself (non-persistent buffers).
 _IGNORED_PREFIXES = ("head.", "mask_token")
@@ -97,90 +108,6 @@ VARIANTS: dict[str, PrithviSwinVariant] = {
     "prithvi_swin_B": PrithviSwinVariant("prithvi_swin_B", 128, num_heads=(4, 8, 16, 32)),
     "prithvi_swin_L": PrithviSwinVariant("prithvi_swin_L", 192, num_heads=(6, 12, 24, 48)),
 }
-
-
-# ---------------------------------------------------------------------------------- weights
-def _listed(items: Sequence[str], limit: int = 12) -> str:
-    """The first ``limit`` items, comma-separated, and how many there are in all."""
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def _unwrap(raw: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    """The Swin tensors of a checkpoint, with the key prefix before ``patch_embed`` removed."""
-    for wrapper in ("state_dict", "model"):  # Lightning, and timm / SimMIM training scripts
-        if isinstance(raw.get(wrapper), Mapping):
-            raw = raw[wrapper]
-    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
-    prefixes = sorted({k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)})
-    if not prefixes:
-        hint = ""
-        if any(k.endswith("patch_embed.projection.weight") for k in tensors):
-            hint = (
-                " Its keys follow MMSegmentation's Swin layout (patch_embed.projection, stages.*),"
-                " which geofm does not convert; use the original (timm or Microsoft/SimMIM "
-                "layout) checkpoint."
-            )
-        raise ValueError(
-            f"ckpt_path='{path}' holds no Swin patch embedding (no key ending in "
-            f"'{_PATCH_KEY}'); keys: {_listed(list(tensors))}.{hint}"
-        )
-    if len(prefixes) > 1:
-        raise ValueError(
-            f"ckpt_path='{path}' holds several Swin models, under the key prefixes {prefixes}; "
-            "save the one to load on its own."
-        )
-    prefix = prefixes[0]
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if len(state) < len(tensors):
-        log.info(
-            "%s: using the %d tensors under prefix '%s'; ignoring %d others (decoder, head...).",
-            path, len(state), prefix, len(tensors) - len(state),
-        )
-    return state
-
-
-def _select_bands(
-    weight: torch.Tensor,
-    init: torch.Tensor,
-    ckpt_bands: list[Band],
-    model_bands: list[Band],
-    path: Path,
-) -> torch.Tensor:
-    """Patch-embedding weight ``(E, C_model, p, p)`` from the checkpoint's ``(E, C_ckpt, p, p)``.
-
-    Channels of bands the checkpoint knows are copied from it; the others keep ``init`` (the
-    model's own initialisation).
-    """
-    if weight.shape[1] != len(ckpt_bands):
-        raise ValueError(
-            f"ckpt_path='{path}' has {weight.shape[1]} input channels in '{_PATCH_KEY}', but "
-            f"pretrained_bands lists {len(ckpt_bands)}: {ckpt_bands}. Pass pretrained_bands= "
-            "with the checkpoint's bands in channel order."
-        )
-    if weight.shape[0] != init.shape[0] or weight.shape[2:] != init.shape[2:]:
-        return weight  # another architecture: reported with the other shape mismatches
-    # A model built on the meta device has no values to keep: start the new bands at zero.
-    out = (
-        torch.zeros(init.shape, dtype=weight.dtype)
-        if init.is_meta
-        else init.detach().to(device=weight.device, dtype=weight.dtype).clone()
-    )
-    positions = band_indices(model_bands, ckpt_bands, missing="none")
-    copied, new = [], []
-    for channel, (band, position) in enumerate(zip(model_bands, positions, strict=True)):
-        if position is None:
-            new.append(band)
-        else:
-            out[:, channel] = weight[:, position]
-            copied.append(band)
-    log.info("Copied patch-embedding weights of bands %s from %s.", copied, path)
-    if new:
-        log.warning(
-            "Bands %s are not among the checkpoint's bands %s: their patch-embedding weights are "
-            "newly initialised and must be learned.", new, ckpt_bands,
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------- model
@@ -301,8 +228,10 @@ class PrithviSwin(nn.Module):
         """
         from timm.models.swin_transformer import checkpoint_filter_fn
 
-        path = Path(ckpt_path)
-        state = _unwrap(read_checkpoint(path), path)
+        source = f"ckpt_path='{ckpt_path}'"
+        _, state = backbone_tensors(
+            read_checkpoint(ckpt_path), source, what="Swin patch embedding", hints=_LAYOUT_HINTS
+        )
         state = {
             k: v
             for k, v in state.items()
@@ -312,9 +241,13 @@ class PrithviSwin(nn.Module):
         # patch kernel when window or patch size differ; timm-layout keys pass unchanged.
         state = checkpoint_filter_fn(state, self.model)
         expected = self.model.state_dict()
-        if _PATCH_KEY in state:
-            state[_PATCH_KEY] = _select_bands(
-                state[_PATCH_KEY], expected[_PATCH_KEY], self.pretrained_bands, self.bands, path
+        if PATCH_EMBED_KEY in state:
+            state[PATCH_EMBED_KEY] = adapt_input_channels(
+                state[PATCH_EMBED_KEY],
+                expected[PATCH_EMBED_KEY],
+                self.bands,
+                self.pretrained_bands,
+                source,
             )
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -325,18 +258,18 @@ class PrithviSwin(nn.Module):
         ]
         problems = []
         if missing:
-            problems.append(f"missing keys [{_listed(missing)}]")
+            problems.append(f"missing keys [{listed(missing)}]")
         if unexpected:
-            problems.append(f"unexpected keys [{_listed(unexpected)}]")
+            problems.append(f"unexpected keys [{listed(unexpected)}]")
         if mismatched:
-            problems.append(f"shape mismatches [{_listed(mismatched)}]")
+            problems.append(f"shape mismatches [{listed(mismatched)}]")
         if problems:
             raise ValueError(
-                f"ckpt_path='{path}' does not fit this Swin (embed_dim={self.model.embed_dim}, "
+                f"{source} does not fit this Swin (embed_dim={self.model.embed_dim}, "
                 f"depths={[len(s.blocks) for s in self.model.layers]}): {'; '.join(problems)}."
             )
         self.model.load_state_dict(state, strict=True)
-        log.info("Loaded %d tensors into the Swin backbone from %s.", len(state), path)
+        log.info("Loaded %d tensors into the Swin backbone from %s.", len(state), source)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
         """Feature maps of an image batch.

@@ -9,15 +9,16 @@ Formats understood, each as ``.pt``/``.pth``/``.ckpt`` (``torch.save``) or ``.sa
   tensors of the other modules (decoder, head) are ignored.
 
 The backbone's ``pos_embed`` is always recomputed (never read), coordinate-encoding scales are
-dropped when the model has no such encoding, and the patch embedding is assembled band by band.
-Any other missing, unexpected or mis-shaped tensor is an error that lists the keys.
+dropped when the model has no such encoding, and the patch embedding is assembled band by band
+(:func:`~geofm.models.backbones.checkpoints.adapt_input_channels`). Any other missing,
+unexpected or mis-shaped tensor is an error that lists the keys. Reading files and finding the
+prefix are shared with the Swin loader (:mod:`geofm.models.backbones.checkpoints`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.data.bands import KNOWN_BAND_ENUMS, Band, band_indices
+from geofm.data.bands import Band
+from geofm.models.backbones.checkpoints import (
+    PATCH_EMBED_KEY,
+    adapt_input_channels,
+    backbone_tensors,
+    listed,
+    read_checkpoint,
+)
 
 __all__ = [
     "SCALE_KEYS",
     "hf_cache_dir",
     "find_cached_file",
-    "read_checkpoint",
     "encoder_state_dict",
     "convert_state_dict",
     "load_prithvi_checkpoint",
@@ -39,15 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PATCH_KEY = "patch_embed.proj.weight"
 SCALE_KEYS = ("temporal_embed_enc.scale", "location_embed_enc.scale")
 """Scales of the time / location encodings, present only in the ``_tl`` models."""
-_MAX_LISTED = 12
-
-
-def _listed(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else "")
 
 
 # ------------------------------------------------------------------------------ finding files
@@ -86,44 +86,6 @@ def find_cached_file(repo_id: str, filename: str, cache_dir: Path | None = None)
 
 
 # ------------------------------------------------------------------------------ reading files
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a weight file, tensors on the CPU.
-
-    ``torch.save`` files are read with ``weights_only=True`` (a weight file must never run
-    code) and memory-mapped when they are zip archives, so a 600M model is not copied twice.
-
-    Raises:
-        FileNotFoundError: when ``path`` is not a file.
-        ValueError: when the file cannot be read as weights.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Prithvi weights ckpt_path='{path}' does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path), device="cpu"))
-    try:
-        # geofm's own Lightning checkpoints may hold band enums in their hyperparameters.
-        with torch.serialization.safe_globals(list(KNOWN_BAND_ENUMS)):
-            loaded = torch.load(
-                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-            )
-    except Exception as err:  # torch raises several types for unreadable or unsafe pickles
-        raise ValueError(
-            f"Could not read ckpt_path='{path}' as weights ({type(err).__name__}: {err}). Pass a "
-            ".safetensors file or a torch.save file of tensors (.pt/.pth/.ckpt). A checkpoint "
-            "that pickles other objects can be re-saved, if you trust it, with "
-            "torch.save({'state_dict': torch.load(path, weights_only=False)['state_dict']}, new)."
-        ) from err
-    if not isinstance(loaded, Mapping):
-        raise ValueError(
-            f"ckpt_path='{path}' holds a {type(loaded).__name__}, not a state dict; save "
-            "model.state_dict() instead of the model."
-        )
-    return dict(loaded)
-
-
 def encoder_state_dict(
     raw: Mapping[str, Any], source: str = "checkpoint"
 ) -> dict[str, torch.Tensor]:
@@ -140,24 +102,7 @@ def encoder_state_dict(
     Raises:
         ValueError: when no or several backbones are found.
     """
-    for wrapper in ("state_dict", "model"):  # Lightning, and plain training scripts
-        if isinstance(raw.get(wrapper), Mapping):
-            raw = raw[wrapper]
-    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
-    prefixes = sorted({k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)})
-    if not prefixes:
-        raise ValueError(
-            f"{source} holds no Prithvi ViT encoder (no key ending in '{_PATCH_KEY}'); first "
-            f"keys: {_listed(list(tensors))}."
-        )
-    if len(prefixes) > 1:
-        raise ValueError(
-            f"{source} holds several Prithvi ViT encoders, under the key prefixes {prefixes}; "
-            "save the one to load on its own."
-        )
-    prefix = prefixes[0]
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    others = [k for k in tensors if not k.startswith(prefix)]
+    prefix, state = backbone_tensors(raw, source, what="Prithvi ViT encoder")
     if prefix == "":
         # V1 layout: the MAE decoder sits beside the encoder keys.
         decoder = [k for k in state if k.startswith("decoder_") or k == "mask_token"]
@@ -167,64 +112,10 @@ def encoder_state_dict(
             log.info(
                 "%s: dropped %d MAE decoder tensors (decoder_*, mask_token).", source, len(decoder)
             )
-    elif others:
-        # The MAE decoder of a V2 file, or the decoder and head of a fine-tuned model.
-        depth = prefix.count(".")
-        groups = sorted({".".join(k.split(".")[:depth]) for k in others})
-        log.info(
-            "%s: using the %d tensors under prefix '%s'; ignoring %d others (%s).",
-            source,
-            len(state),
-            prefix,
-            len(others),
-            ", ".join(f"{g}.*" for g in groups),
-        )
     return state
 
 
 # ------------------------------------------------------------------------------ converting
-def _patch_embed_weight(
-    weight: torch.Tensor,
-    init: torch.Tensor,
-    model_bands: Sequence[Band],
-    pretrained_bands: Sequence[Band],
-    source: str,
-) -> torch.Tensor:
-    """Patch-embedding weight ``(D, C_model, t, p, p)`` from the checkpoint's ``(D, C_ckpt, ...)``.
-
-    Channels of bands the checkpoint knows are copied; the others keep ``init``, the model's
-    own initialisation.
-    """
-    if weight.shape[1] != len(pretrained_bands):
-        raise ValueError(
-            f"{source} has {weight.shape[1]} input channels in '{_PATCH_KEY}' but "
-            f"pretrained_bands lists {len(pretrained_bands)}: {list(pretrained_bands)}. Pass "
-            "pretrained_bands= with the checkpoint's bands in channel order."
-        )
-    positions = band_indices(model_bands, pretrained_bands, missing="none")
-    if init.is_meta and not weight.is_meta:
-        # A model built on the meta device has no values to keep.
-        out = torch.zeros(init.shape, dtype=init.dtype, device=weight.device)
-    else:
-        # In the model's dtype, so that new bands keep their initialisation exactly.
-        out = init.detach().to(device=weight.device).clone()
-    for channel, position in enumerate(positions):
-        if position is not None:
-            out[:, channel] = weight[:, position].to(out.dtype)
-    matched = [b for b, p in zip(model_bands, positions, strict=True) if p is not None]
-    new = [b for b, p in zip(model_bands, positions, strict=True) if p is None]
-    log.info("%s: patch-embedding weights copied for bands %s.", source, matched)
-    if new:
-        log.info(
-            "%s: bands %s are not among the checkpoint's bands %s; their patch-embedding "
-            "weights are newly initialised.",
-            source,
-            new,
-            list(pretrained_bands),
-        )
-    return out
-
-
 def convert_state_dict(
     model: nn.Module,
     encoder: Mapping[str, torch.Tensor],
@@ -249,6 +140,11 @@ def convert_state_dict(
         ValueError: listing every missing, unexpected and mis-shaped key.
     """
     expected = model.state_dict()
+    # The first layer fitted to the bands first, so that every shape compares as it is.
+    encoder = dict(encoder)
+    encoder[PATCH_EMBED_KEY] = adapt_input_channels(
+        encoder[PATCH_EMBED_KEY], expected[PATCH_EMBED_KEY], model_bands, pretrained_bands, source
+    )
     ignored = ["pos_embed"] + [k for k in SCALE_KEYS if k not in expected]
     dropped = [k for k in encoder if k in ignored]
     unexpected = [k for k in encoder if k not in expected and k not in ignored]
@@ -260,23 +156,15 @@ def convert_state_dict(
         if key not in expected or key in ignored:
             continue
         want = expected[key].shape
-        if key == _PATCH_KEY:
-            same = (
-                value.ndim == len(want)
-                and value.shape[0] == want[0]
-                and value.shape[2:] == want[2:]
-            )
-        else:
-            same = value.shape == want
-        if not same:
+        if value.shape != want:
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {tuple(want)}")
     problems = []
     if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
+        problems.append(f"missing keys: {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
+        problems.append(f"unexpected keys: {listed(unexpected)}")
     if mismatched:
-        problems.append(f"shape mismatches: {_listed(mismatched)}")
+        problems.append(f"shape mismatches: {listed(mismatched)}")
     if problems:
         raise ValueError(
             f"{source} does not fit this Prithvi ViT "
@@ -291,9 +179,6 @@ def convert_state_dict(
         log.info("%s: has no '%s'; keeping the model's initial value.", source, key)
     state = {k: encoder[k] if k in encoder and k not in ignored else v for k, v in expected.items()}
     state["pos_embed"] = expected["pos_embed"]
-    state[_PATCH_KEY] = _patch_embed_weight(
-        encoder[_PATCH_KEY], expected[_PATCH_KEY], model_bands, pretrained_bands, source
-    )
     return state
 
 

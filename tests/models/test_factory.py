@@ -160,7 +160,7 @@ def test_aux_heads_and_gradients(factory, task):
         factory,
         task,
         aux_decoders=[
-            AuxiliaryHead("aux_fpn", "smp_FPN", {"decoder_decoder_segmentation_channels": 16, "head_dropout": 0.1}),
+            AuxiliaryHead("aux_fpn", "smp_FPN", {"decoder_decoder_segmentation_channels": 32, "head_dropout": 0.1}),
             {"name": "aux_psp", "decoder": "smp_PSPNet", "decoder_args": {"decoder_decoder_channels": 8}},
         ],
     )

@@ -161,7 +161,7 @@ def test_aux_heads_and_gradients(factory, task):
         task,
         aux_decoders=[
             AuxiliaryHead("aux_fpn", "smp_FPN", {"decoder_decoder_segmentation_channels": 32, "head_dropout": 0.1}),
-            {"name": "aux_psp", "decoder": "smp_PSPNet", "decoder_args": {"decoder_decoder_channels": 8}},
+            {"name": "aux_psp", "decoder": "smp_PSPNet", "decoder_args": {"decoder_psp_out_channels": 8}},
         ],
     )
     out = model(torch.randn(2, 6, 64, 64))

@@ -1,0 +1,147 @@
+"""Tiled forward pass over images already in memory (validation, test, small scenes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from geofm.inference.tiling import (
+    TileGrid,
+    WindowKind,
+    blend_weights,
+    plan_tiles,
+    reflect_indices,
+)
+
+__all__ = ["output_tensor", "tiled_forward", "weigh_tiles"]
+
+log = logging.getLogger(__name__)
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The prediction tensor in what a model returned, as ``(B, K, h, w)``.
+
+    Accepts a tensor, a :class:`~geofm.models.model.ModelOutput` (its ``output``) or a dict
+    with an ``"output"`` key; ``(B, h, w)`` regression maps gain a channel axis.
+    """
+    if isinstance(output, dict) and "output" in output:
+        output = output["output"]
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "output"):
+        output = output.output
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"The model returned {type(output).__name__}; tiled inference needs a tensor "
+            "(B, K, h, w), a ModelOutput or a dict with an 'output' tensor."
+        )
+    if output.ndim == 3:
+        output = output.unsqueeze(1)
+    if output.ndim != 4:
+        raise ValueError(
+            f"The model returned a tensor of shape {tuple(output.shape)}; tiled inference needs "
+            "(B, K, h, w) pixel-wise outputs."
+        )
+    return output
+
+
+def weigh_tiles(
+    outputs: torch.Tensor,
+    weights: torch.Tensor,
+    tile_size: tuple[int, int],
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Tile outputs multiplied by the blend weights, in float32.
+
+    Args:
+        outputs: ``(N, K, h, w)`` model outputs for ``N`` tiles.
+        weights: ``(h, w)`` float32 blend weights on the outputs' device.
+        tile_size: The planned ``(h, w)``, checked against the outputs.
+        inplace: Multiply float32 ``outputs`` in place (same values, no new tensor).
+
+    Returns:
+        ``(N, K, h, w)`` float32.
+    """
+    if tuple(outputs.shape[-2:]) != tuple(tile_size):
+        raise ValueError(
+            f"The model returned tiles of {tuple(outputs.shape[-2:])} pixels for inputs of "
+            f"{tuple(tile_size)}; tiled inference needs outputs at the input's resolution "
+            "(upsample inside the model)."
+        )
+    if inplace and outputs.dtype == torch.float32:
+        return outputs.mul_(weights)
+    return outputs.float() * weights
+
+
+def _gather_tile(image: torch.Tensor, row: int, col: int, size: tuple[int, int]) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    if row >= 0 and col >= 0 and row + size[0] <= height and col + size[1] <= width:
+        return image[..., row : row + size[0], col : col + size[1]]
+    rows = torch.from_numpy(reflect_indices(row, size[0], height)).to(image.device)
+    cols = torch.from_numpy(reflect_indices(col, size[1], width)).to(image.device)
+    return image.index_select(-2, rows).index_select(-1, cols)
+
+
+def tiled_forward(
+    fn: Callable[[torch.Tensor], Any],
+    image: torch.Tensor,
+    tile_size: int | tuple[int, int],
+    overlap: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    *,
+    batch_size: int = 8,
+    window: WindowKind = "hann",
+) -> torch.Tensor:
+    """Run ``fn`` over overlapping tiles of ``image`` and blend the outputs.
+
+    Tiles follow :func:`~geofm.inference.tiling.plan_tiles` (borders padded by reflection),
+    outputs are weighted by the separable blend window, summed in plan order (so the result is
+    bitwise reproducible) and divided by the summed weights. The streaming engine computes
+    the same thing scene by scene without holding the scene in memory.
+
+    Args:
+        fn: Maps ``(N, C, h, w)`` (or ``(N, C, T, h, w)``) tiles to ``(N, K, h, w)`` outputs
+            (logits or values; a ``ModelOutput`` is accepted).
+        image: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; any size, also smaller than a tile.
+        tile_size: Tile side or ``(h, w)``.
+        overlap: Pixels shared by neighbouring tiles (default ``tile_size // 8``).
+        stride: Step between tiles; give overlap or stride, not both.
+        batch_size: Tiles per call of ``fn``.
+        window: Blend window, ``"hann"`` or ``"uniform"``.
+
+    Returns:
+        ``(B, K, H, W)`` float32 blended outputs on ``image``'s device.
+    """
+    if image.ndim < 4:
+        raise ValueError(
+            f"tiled_forward needs a batch (B, C, H, W) or (B, C, T, H, W); got shape "
+            f"{tuple(image.shape)} (add a batch axis with image[None])."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1.")
+    height, width = image.shape[-2:]
+    grid = plan_tiles(height, width, tile_size, overlap, stride)
+    weights = torch.from_numpy(blend_weights(grid.tile_size, window)).to(image.device)
+    jobs = [(tile, b) for tile in grid for b in range(image.shape[0])]
+    acc: torch.Tensor | None = None
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        batch = torch.stack(
+            [_gather_tile(image[b], t.row, t.col, grid.tile_size) for t, b in chunk]
+        )
+        weighted = weigh_tiles(output_tensor(fn(batch)), weights, grid.tile_size)
+        if acc is None:
+            acc = weighted.new_zeros(image.shape[0], weighted.shape[1], height, width)
+        for (tile, b), out in zip(chunk, weighted, strict=True):
+            r0, r1, c0, c1 = tile.inside(height, width)
+            acc[b, :, r0:r1, c0:c1] += out[
+                :, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col
+            ]
+    assert acc is not None  # a plan always has at least one tile
+    return acc / _weight_total(grid, window, acc.device)
+
+
+def _weight_total(grid: TileGrid, window: WindowKind, device: torch.device) -> torch.Tensor:
+    rows, cols = grid.weight_sums(window)
+    return torch.from_numpy(rows[:, None] * cols[None, :]).to(device)

@@ -1,0 +1,168 @@
+"""Lightning callback that writes ``predict_step`` outputs as GeoTIFFs on each input's grid."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+
+from geofm.inference.writer import GeoTiffSink
+
+__all__ = ["GeoTiffPredictionWriter", "raster_profile"]
+
+log = logging.getLogger(__name__)
+
+# predict_step keys that hold per-pixel values, and the file suffix of each.
+PIXEL_OUTPUTS = {"prediction": "pred", "probabilities": "prob", "logits": "logits"}
+
+
+def raster_profile(
+    width: int, height: int, count: int, dtype: np.dtype, crs: Any, transform: Any, nodata: float | int
+) -> dict[str, Any]:
+    """A tiled, compressed GeoTIFF profile on the given grid."""
+    block = 256 if min(width, height) >= 256 else 16 * max(1, -(-min(width, height) // 16))
+    return {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": np.dtype(dtype).name,
+        "crs": CRS.from_user_input(crs) if crs is not None else None,
+        "transform": transform if isinstance(transform, Affine) else Affine(*transform[:6]),
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": "deflate",
+        "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
+    }
+
+
+def _class_dtype(num_classes: int | None) -> tuple[np.dtype, int]:
+    if num_classes is not None and num_classes > 255:
+        return np.dtype("int16"), -1
+    return np.dtype("uint8"), 255
+
+
+class GeoTiffPredictionWriter(BasePredictionWriter):
+    """Write one GeoTIFF per input and output kind into ``output_dir``.
+
+    Pixel outputs are named ``<input stem>_pred.tif`` (class map: uint8, int16 beyond 255
+    classes; regression values: float32), ``<stem>_prob.tif`` and ``<stem>_logits.tif``
+    (float32, one band per class). Each file has its input's CRS, transform, width and height,
+    nodata where the input was nodata, and is written under a temporary name then renamed.
+    Scalar outputs (classification) go to ``predictions.csv`` (one file per process under DDP).
+
+    Args:
+        output_dir: Folder for the outputs (created).
+    """
+
+    def __init__(self, output_dir: str | Path):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self._written: set[Path] = set()
+        self._rows: list[dict[str, Any]] = []
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._written.clear()
+        self._rows.clear()
+
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: Mapping[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        filenames = prediction.get("filename")
+        if filenames is None:
+            raise KeyError("predict_step output has no 'filename'; the writer names outputs after their inputs.")
+        regression = getattr(pl_module, "model_task", None) == "regression"
+        for key, suffix in PIXEL_OUTPUTS.items():
+            values = prediction.get(key)
+            if not isinstance(values, torch.Tensor):
+                continue
+            if values.ndim <= 2:  # (B,) or (B, C): one value per image
+                self._add_rows(key, filenames, values)
+                continue
+            for i, filename in enumerate(filenames):
+                self._write_pixels(prediction, i, filename, suffix, values[i], regression, pl_module)
+
+    def _write_pixels(
+        self,
+        prediction: Mapping[str, Any],
+        index: int,
+        filename: str,
+        suffix: str,
+        values: torch.Tensor,
+        regression: bool,
+        pl_module: Any,
+    ) -> None:
+        data = values.detach().cpu()
+        if data.ndim == 2:
+            data = data.unsqueeze(0)
+        width, height = int(prediction["width"][index]), int(prediction["height"][index])
+        if tuple(data.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"Prediction for '{filename}' is {tuple(data.shape[-2:])} but the input is "
+                f"{height} x {width}; predict without cropping transforms."
+            )
+        if suffix == "pred" and not regression:
+            dtype, nodata = _class_dtype(getattr(pl_module, "num_classes", None))
+            array = data.numpy().astype(dtype)
+        else:
+            dtype, nodata = np.dtype("float32"), float("nan")
+            array = data.float().numpy()
+        mask = prediction.get("nodata_mask")
+        if mask is not None:
+            array[:, mask[index].cpu().numpy().astype(bool)] = nodata
+        target = self.output_dir / f"{Path(filename).stem}_{suffix}.tif"
+        if target in self._written:
+            raise ValueError(
+                f"Two inputs named '{Path(filename).stem}' would both write {target}; rename one."
+            )
+        profile = raster_profile(
+            width, height, array.shape[0], dtype, prediction["crs"][index], prediction["transform"][index], nodata
+        )
+        sink = GeoTiffSink(target, width, height, fingerprint={"input": str(filename)})
+        sink.open(profile)
+        try:
+            sink.write(0, array)
+            sink.finish()
+        finally:
+            sink.close()
+        self._written.add(target)
+
+    def _add_rows(self, key: str, filenames: Sequence[str], values: torch.Tensor) -> None:
+        values = values.detach().cpu()
+        for filename, value in zip(filenames, values, strict=True):
+            self._rows.append({"filename": filename, key: value.tolist()})
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        if not self._rows:
+            return
+        merged: dict[str, dict[str, Any]] = {}
+        for row in self._rows:
+            merged.setdefault(row["filename"], {}).update(row)
+        name = "predictions.csv" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
+        target = self.output_dir / name
+        temp = target.with_name(f".{name}.partial")
+        with temp.open("w", newline="") as handle:
+            fields = ["filename", *sorted({k for r in merged.values() for k in r} - {"filename"})]
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(merged.values())
+        temp.replace(target)
+        log.info("Wrote %s", target)

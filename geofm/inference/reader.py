@@ -1,0 +1,188 @@
+"""Windowed, reflect-padded tile reads from a raster, on background threads.
+
+rasterio dataset handles are not thread-safe, so each reader thread opens its own. Tiles are
+routed to threads by column strip: each thread reads a contiguous strip of the scene, so the
+blocks that vertically neighbouring tiles share are found in GDAL's block cache of that
+thread's handle instead of being decompressed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+
+from geofm.inference.tiling import Tile, reflect_indices
+
+__all__ = ["RasterTileSource", "TileData"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TileData:
+    """What a reader returns for one tile.
+
+    Attributes:
+        tile: The planned tile.
+        image: ``(C, tile_h, tile_w)`` float32 raw values, reflect-padded outside the scene.
+        valid: ``(h, w)`` bool, True where any selected band holds data, over the part of the
+            tile inside the scene; ``None`` when the raster has no nodata or mask.
+    """
+
+    tile: Tile
+    image: np.ndarray
+    valid: np.ndarray | None
+
+
+class RasterTileSource:
+    """Reads planned tiles of one raster, optionally on ``num_workers`` background threads.
+
+    Args:
+        path: Any raster rasterio opens (GeoTIFF, VRT...).
+        bands: 1-based band indexes to read, in this order; all bands by default.
+        num_workers: Reader threads; 0 reads in the calling thread.
+        gdal_cache_mb: GDAL block cache, in MB, set while the reader threads run. ``None``
+            sizes it to hold ``cache_rows`` full-width rows plus one row of blocks (at least
+            16 MB), so that the blocks that tiles of neighbouring grid rows share are mostly
+            decompressed once. GDAL's own default, 5 % of the machine's memory, would fill up
+            on a large scene with blocks that are never read again.
+        cache_rows: Rows of the scene the automatic cache holds (the tile height).
+
+    Attributes:
+        height: Scene height in pixels.
+        width: Scene width in pixels.
+        bands: The band indexes read.
+        profile: The raster's rasterio profile.
+        has_mask: Whether any selected band has nodata, a mask or an alpha band.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        bands: list[int] | None = None,
+        num_workers: int = 2,
+        gdal_cache_mb: int | None = None,
+        cache_rows: int = 512,
+    ):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"Input raster '{self.path}' does not exist.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers} must be 0 or more.")
+        with rasterio.open(self.path) as src:
+            self.height, self.width, count = src.height, src.width, src.count
+            self.profile: dict[str, Any] = dict(src.profile)
+            self.crs, self.transform = src.crs, src.transform
+            flags = src.mask_flag_enums
+            block_rows = src.block_shapes[0][0]
+            pixel_bytes = sum(np.dtype(d).itemsize for d in src.dtypes)
+            nodatavals = src.nodatavals
+        self.bands = list(bands) if bands is not None else list(range(1, count + 1))
+        bad = [b for b in self.bands if not (isinstance(b, int) and 1 <= b <= count)]
+        if bad or not self.bands:
+            raise ValueError(
+                f"bands={bands!r}: {self.path} has {count} bands; give 1-based indexes in "
+                f"[1, {count}] (rasterio convention)."
+            )
+        self.has_mask = any(flags[b - 1] != [MaskFlags.all_valid] for b in self.bands)
+        # With plain nodata values, the mask follows from the data already read; dataset masks
+        # and alpha bands need GDAL's mask reads.
+        self._nodata: list[float] | None = None
+        if all(flags[b - 1] == [MaskFlags.nodata] for b in self.bands):
+            self._nodata = [float(np.float32(nodatavals[b - 1])) for b in self.bands]
+        self.num_workers = num_workers
+        if gdal_cache_mb is None:
+            rows = min(cache_rows + block_rows, self.height)
+            cache_bytes = max(rows * self.width * pixel_bytes, 16 << 20)
+        else:
+            cache_bytes = int(gdal_cache_mb) << 20
+        self.cache_bytes = cache_bytes
+        # rasterio hands an int GDAL_CACHEMAX to GDALSetCacheMax64: bytes.
+        self._env_options = {"GDAL_CACHEMAX": cache_bytes}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[tuple[Any, Any]] = []  # (env, dataset) per thread, for close()
+        self._pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"geofm-reader-{i}")
+            for i in range(num_workers)
+        ]
+
+    def __enter__(self) -> RasterTileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _dataset(self) -> Any:
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:
+            env = rasterio.Env(**self._env_options)
+            env.__enter__()
+            dataset = rasterio.open(self.path)
+            self._local.dataset = dataset
+            with self._lock:
+                self._opened.append((env, dataset))
+        return dataset
+
+    def read(self, tile: Tile) -> TileData:
+        """Read ``tile`` now, in the calling thread (with that thread's own handle)."""
+        src = self._dataset()
+        rows = reflect_indices(tile.row, tile.height, self.height)
+        cols = reflect_indices(tile.col, tile.width, self.width)
+        r_lo, c_lo = int(rows.min()), int(cols.min())
+        window = Window(c_lo, r_lo, int(cols.max()) + 1 - c_lo, int(rows.max()) + 1 - r_lo)
+        data = src.read(self.bands, window=window, out_dtype="float32")
+        # Reflection repeats indices, so a window as large as the tile means no padding.
+        if window.height != tile.height:
+            data = data[:, rows - r_lo]
+        if window.width != tile.width:
+            data = np.ascontiguousarray(data[:, :, cols - c_lo])
+        valid = None
+        if self.has_mask:
+            r0, r1, c0, c1 = tile.inside(self.height, self.width)
+            if self._nodata is not None:
+                inside = data[:, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col]
+                valid = np.zeros(inside.shape[1:], bool)
+                for band, nodata in zip(inside, self._nodata, strict=True):
+                    valid |= ~np.isnan(band) if np.isnan(nodata) else band != nodata
+            else:
+                masks = src.read_masks(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0))
+                valid = masks.any(axis=0)
+        return TileData(tile, data, valid)
+
+    def submit(self, tile: Tile, grid_cols: int) -> Future[TileData]:
+        """Queue ``tile`` on the thread that owns its column strip (or read it now)."""
+        if not self._pools:
+            future: Future[TileData] = Future()
+            future.set_result(self.read(tile))
+            return future
+        worker = min(tile.grid_col * len(self._pools) // max(grid_cols, 1), len(self._pools) - 1)
+        return self._pools[worker].submit(self.read, tile)
+
+    def _close_local(self) -> None:
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:
+            return
+        self._local.dataset = None
+        with self._lock:
+            env = next(e for e, d in self._opened if d is dataset)
+            self._opened = [(e, d) for e, d in self._opened if d is not dataset]
+        dataset.close()
+        env.__exit__()
+
+    def close(self) -> None:
+        """Close every thread's handle (each in its own thread) and stop the threads."""
+        for pool in self._pools:
+            pool.submit(self._close_local)
+            pool.shutdown(wait=True, cancel_futures=False)
+        self._pools = []
+        self._close_local()

@@ -58,6 +58,17 @@ class GeofmCLI(LightningCLI):
             help="Folder for predicted GeoTIFFs (one per input, named after it).",
         )
         parser.add_argument(
+            "--streaming",
+            type=dict | None,
+            default=None,
+            help=(
+                "Predict whole scenes of any size in bounded memory instead of whole files: "
+                "settings of geofm.inference.predict_scene, e.g. "
+                "'{tile_size: 512, overlap: 64, batch_size: 8, resume: true, overviews: true}'. "
+                "Needs --predict_output_dir."
+            ),
+        )
+        parser.add_argument(
             "--custom_modules",
             "--custom-modules",
             type=str | list[str] | None,
@@ -95,12 +106,97 @@ class GeofmCLI(LightningCLI):
         name = Path(str(configs[-1])).stem if configs else "run"
         return Path("runs") / name
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        config = self.config[subcommand]
+        if subcommand == "predict" and config.get("streaming") is not None:
+            if not config.get("predict_output_dir"):
+                raise ValueError("--streaming writes GeoTIFFs: set --predict_output_dir too.")
+            stream_predict(
+                self.model,
+                self.datamodule,
+                self._resolve_checkpoint(config.get("ckpt_path")),
+                config["predict_output_dir"],
+                dict(config["streaming"]),
+            )
+            return
+        super()._run_subcommand(subcommand)
+
+    def _resolve_checkpoint(self, ckpt_path: str | None) -> str | None:
+        """``last`` and ``best`` name files of the run directory's ``checkpoints/``."""
+        folder = Path(self.trainer.default_root_dir) / "checkpoints"
+        if ckpt_path == "last":
+            return str(folder / "last.ckpt")
+        if ckpt_path == "best":
+            best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+            if not best:
+                raise FileNotFoundError(f"--ckpt_path best: no best-*.ckpt in {folder}.")
+            return str(best[-1])
+        return ckpt_path
+
     def before_predict(self) -> None:
         out_dir = self.config[self.subcommand].get("predict_output_dir")
         if out_dir:
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
+
+
+def stream_predict(
+    task: Any, datamodule: Any, ckpt_path: str | None, output_dir: str | Path, settings: dict[str, Any]
+) -> list[Path]:
+    """Predict the datamodule's predict files scene by scene with the streaming tiler.
+
+    The task's model and normalisation are used as in ``trainer.predict``; band selection and
+    ``constant_scale`` come from the predict dataset. Under ``torchrun`` (``RANK`` and
+    ``WORLD_SIZE`` set) each process takes its share of the scenes.
+
+    Returns:
+        The GeoTIFFs this process wrote.
+    """
+    import os
+
+    import torch
+
+    from geofm.inference.streaming import predict_scenes
+
+    if ckpt_path:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        task.load_state_dict(checkpoint["state_dict"])
+        task.on_load_checkpoint(checkpoint)
+    datamodule.setup("predict")
+    dataset = datamodule.predict_dataset
+    if dataset is None or not len(dataset):
+        raise ValueError("--streaming found no scenes: set data.init_args.predict_data_root.")
+    if dataset.expand_temporal_dimension:
+        raise NotImplementedError("--streaming reads single-frame scenes; expand_temporal_dimension is not supported.")
+    if task.norm_mean is None and getattr(datamodule, "means", None) is not None:
+        task.set_normalization(datamodule.means, datamodule.stds, source="the datamodule's means/stds")
+    kind = {"segmentation": "class", "regression": "regression"}.get(task.model_task)
+    if kind is None:
+        raise ValueError(f"--streaming predicts pixel-wise tasks, not {type(task).__name__}.")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task = task.to(device).eval()
+    scale = dataset.constant_scale
+
+    def preprocess(tiles: torch.Tensor) -> torch.Tensor:
+        return task._prepare_batch({"image": tiles * scale})["image"]
+
+    def model(tiles: torch.Tensor) -> torch.Tensor:
+        return task.model(tiles).output
+
+    indexes = dataset.selection.indexes
+    return predict_scenes(
+        model,
+        dataset.image_files,
+        output_dir,
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        output=settings.pop("output", kind),
+        bands=list(indexes) if indexes is not None else None,
+        preprocess=preprocess,
+        device=device,
+        **settings,
+    )
 
 
 def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:

@@ -119,6 +119,24 @@ def test_fit_validate_test_predict(tmp_path, folders):
     assert not list(out.glob(".*partial*"))
 
 
+def test_streamed_predict(tmp_path, folders):
+    config = write_config(tmp_path, folders)
+    geofm(["fit", "-c", str(config), "--trainer.max_epochs", "1"])
+    out = tmp_path / "streamed"
+    geofm([
+        "predict", "-c", str(config), "--ckpt_path", "last", "--predict_output_dir", str(out),
+        "--streaming", "{tile_size: 16, overlap: 4, batch_size: 3, num_workers: 1, progress: false}",
+    ])
+    _, _, val = folders
+    for name in val.names:
+        with rasterio.open(val.image_root / f"{name}_img.tif") as src, rasterio.open(out / f"{name}_img_pred.tif") as dst:
+            assert (dst.crs, dst.transform, dst.width, dst.height) == (src.crs, src.transform, src.width, src.height)
+            classes = dst.read(1)
+            nodata = (src.read() == IMAGE_NODATA).any(axis=0)
+            assert (classes[nodata] == dst.nodata).all()
+            assert set(np.unique(classes[~nodata])) <= {0, 1, 2}
+
+
 def test_resume_continues_at_next_epoch(tmp_path, folders):
     config = write_config(tmp_path, folders)
     first = run_lightning_cli(["fit", "-c", str(config), "--trainer.max_epochs", "1"])

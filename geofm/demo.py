@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -111,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config's trainer.max_epochs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Our messages only: Lightning configures its own logger, and the root would repeat it.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("geofm").addHandler(handler)
+    logging.getLogger("geofm").setLevel(logging.INFO)
+    # The geofm commands below get their arguments from us, not from this script's argv.
+    sys.argv = sys.argv[:1]
 
     from geofm.cli import main as geofm
 

@@ -133,10 +133,11 @@ class BandBlender:
         self.carry = np.zeros((channels, 0, self.width), np.float32)  # rows [top, top + n)
         self.valid = np.zeros((0, self.width), bool) if masked else None
         self._row: int | None = None  # grid row in progress
+        self._col = 0  # next grid column expected
 
     def _start_row(self, grid_row: int) -> None:
         th, tw = self.grid.tile_size
-        self._row = grid_row
+        self._row, self._col = grid_row, 0
         self._bottom = min(self.grid.row_offsets[grid_row] + th, self.height)
         self._final = self.grid.final_rows(grid_row)
         rows = max(self._bottom - self.top, 0)
@@ -170,11 +171,13 @@ class BandBlender:
         """
         if self._row is None:
             self._start_row(tile.grid_row)
-        if tile.grid_row != self._row:
+        if (tile.grid_row, tile.grid_col) != (self._row, self._col):
             raise RuntimeError(
-                f"Tile {tile.index} of grid row {tile.grid_row} came while grid row {self._row} "
-                "is unfinished; tiles must come in row-major plan order."
+                f"Tile {tile.index} (grid row {tile.grid_row}, column {tile.grid_col}) came "
+                f"instead of grid row {self._row}, column {self._col}; tiles must come in "
+                "row-major plan order."
             )
+        self._col += 1
         r0, r1, c0, c1 = tile.inside(self.height, self.width)
         lo = max(r0, self.top)
         if lo < r1:

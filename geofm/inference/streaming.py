@@ -22,6 +22,7 @@ whole scene.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -93,15 +94,49 @@ def _as_size(value: Any) -> int | tuple[int, int] | None:
 
 
 def model_fingerprint(model: Any) -> str:
-    """A digest of a module's parameters and buffers (names, shapes, dtypes, values).
+    """A digest of a model's parameters and buffers (names, shapes, dtypes, values).
 
-    For a plain callable, only its qualified name: changes inside it are invisible to resume.
+    A plain callable (a function wrapping a module, a bound method, a ``functools.partial``)
+    is identified by its qualified name and the weights of the modules it holds (closure
+    variables, ``__self__``, partial arguments); other changes inside it are invisible to
+    resume, so pass ``model_id`` to :func:`predict_scene` when they matter.
     """
-    if not isinstance(model, nn.Module):
-        return f"callable:{_callable_name(model)}"
+    if isinstance(model, nn.Module):
+        return _module_digest(model)
+    modules = _held_modules(model)
+    if not modules:
+        log.warning(
+            "Resume cannot check the weights behind %s (no nn.Module found in it); pass "
+            "model_id to tell models apart.",
+            _callable_name(model),
+        )
+    return ":".join([f"callable:{_callable_name(model)}", *map(_module_digest, modules)])
+
+
+def _held_modules(fn: Any) -> list[nn.Module]:
+    """The modules a callable holds: closure variables, bound ``self``, partial arguments."""
+    candidates: list[Any] = [getattr(fn, "__self__", None)]
+    candidates += [_cell_value(cell) for cell in getattr(fn, "__closure__", None) or ()]
+    if isinstance(fn, functools.partial):
+        candidates += [fn.func, *fn.args, *fn.keywords.values()]
+    modules: list[nn.Module] = []
+    for value in candidates:
+        if isinstance(value, nn.Module) and all(value is not m for m in modules):
+            modules.append(value)
+    return modules
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a variable not yet assigned
+        return None
+
+
+def _module_digest(module: nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(type(model).__qualname__.encode())
-    for name, tensor in model.state_dict().items():
+    digest.update(type(module).__qualname__.encode())
+    for name, tensor in module.state_dict().items():
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if flat.numel():

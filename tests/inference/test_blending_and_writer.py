@@ -23,6 +23,8 @@ def test_blender_needs_row_major_order() -> None:
     blender.add(tiles[0], np.ones((3, 32, 32), np.float32), None)
     with pytest.raises(RuntimeError, match="row-major plan order"):
         blender.add(tiles[grid.shape[1]], np.ones((3, 32, 32), np.float32), None)
+    with pytest.raises(RuntimeError, match="instead of grid row 0, column 1"):
+        blender.add(tiles[2], np.ones((3, 32, 32), np.float32), None)
 
 
 def test_output_types() -> None:

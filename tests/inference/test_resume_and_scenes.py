@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geofm.inference.streaming import list_scenes, predict_scene, predict_scenes
+from geofm.inference.streaming import list_scenes, model_fingerprint, predict_scene, predict_scenes
 from geofm.inference.tiling import plan_tiles
 from tests.inference.helpers import PositionModel, preprocess, write_raster
 
@@ -112,3 +112,18 @@ def test_scenes_are_split_across_ranks(tmp_path: Path) -> None:
         predict_scenes(model, tmp_path / "out" / "..", tmp_path / "x")
     with pytest.raises(FileNotFoundError, match=r"nothere\.tif"):
         list_scenes([scenes / "nothere.tif"])
+
+
+def test_fingerprint_sees_the_weights_behind_a_wrapping_function() -> None:
+    def wrap(module: PositionModel):
+        def model(tiles):
+            return module(tiles)
+
+        return model
+
+    same = model_fingerprint(wrap(PositionModel(seed=0)))
+    assert same == model_fingerprint(wrap(PositionModel(seed=0)))
+    assert same != model_fingerprint(wrap(PositionModel(seed=1)))
+    assert model_fingerprint(PositionModel(seed=0)) != model_fingerprint(PositionModel(seed=1))
+    bound = PositionModel(seed=2).forward
+    assert model_fingerprint(bound) != model_fingerprint(PositionModel(seed=3).forward)

@@ -31,6 +31,8 @@ def import_custom_modules(path: str | Path) -> list[str]:
     Returns:
         The module names imported.
     """
+    if not str(path).strip():
+        raise ValueError("--custom-modules needs a folder or a .py file.")
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise FileNotFoundError(f"custom_modules='{path}' does not exist.")

@@ -136,6 +136,9 @@ class GeofmCLI(LightningCLI):
     def before_predict(self) -> None:
         out_dir = self.config[self.subcommand].get("predict_output_dir")
         if out_dir:
+            # Written to disk as they come: keeping every prediction in memory too would grow
+            # with the number of inputs.
+            self.config_init[self.subcommand]["return_predictions"] = False
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
@@ -214,7 +217,6 @@ def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
         seed_everything_default=0,
         save_config_callback=SaveConfigBesideCheckpoints,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"} if importlib.util.find_spec("omegaconf") else None,
         args=argv,
         run=run,
     )

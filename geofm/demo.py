@@ -1,8 +1,8 @@
 """The README's first command (``make demo``): map water on a real Sentinel-2 flood chip.
 
 1. Carve the 512 x 512 Sen1Floods11 chip into 64 x 64 tiles by spatial blocks: one block in
-   four validates (those with (row + 2 * column) % 4 == 0, two per block row and column),
-   the others train; no pixel is in both.
+   every 2 x 2 group of blocks validates (those with (row + 2 * column) % 4 == 0), the others
+   train; no pixel is in both.
 2. ``geofm compute-statistics`` on the training tiles, then ``geofm fit`` with
    ``examples/sen1floods11_resnet_unet.yaml``.
 3. ``geofm validate`` with the best checkpoint (prints the water IoU), and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def carve_tiles(chip_dir: Path, out_dir: Path, block: int = 64) -> dict[str, int
     """Write the chip's S2 image and label as ``block``-pixel tiles under train/ and val/.
 
     Block (row, column) goes to ``val`` when ``(row + 2 * column) % 4 == 0``, else to
-    ``train``: a quarter of the blocks, spread over every part of the chip. Each tile keeps
+    ``train``: exactly one block of every 2 x 2 group, so validation covers the whole chip. Each tile keeps
     its georeferencing (the window's transform).
 
     Returns:
@@ -146,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         "--data.init_args.train_data_root", str(tiles / "train"),
         "--data.init_args.means", "null", "--data.init_args.stds", "null",
     ])
-    epochs = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
+    epochs = []
+    if args.max_epochs:
+        epochs = ["--trainer.max_epochs", str(args.max_epochs),
+                  "--trainer.check_val_every_n_epoch", str(min(10, args.max_epochs))]
+    shutil.rmtree(run / "train" / "checkpoints", ignore_errors=True)  # no stale best-*.ckpt
     geofm(["fit", *common, *epochs])
     best = _best_checkpoint(run / "train" / "checkpoints")
     from geofm.cli_lightning import run_lightning_cli
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {k: float(v) for k, v in validation.trainer.callback_metrics.items()}
     predictions = run / "predictions"
     geofm(["predict", *common, "--ckpt_path", str(best), "--predict_output_dir", str(predictions)])
-    water_map = next(predictions.glob(f"{STEM}_S2Hand*.tif"))
+    water_map = predictions / f"{STEM}_S2Hand_pred.tif"
     png = run / "demo.png"
     render_png(chip_dir, water_map, png)
 

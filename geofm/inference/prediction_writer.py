@@ -43,6 +43,7 @@ def raster_profile(
         "blockysize": block,
         "compress": "deflate",
         "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
+        "BIGTIFF": "IF_SAFER",
     }
 
 

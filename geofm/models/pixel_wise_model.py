@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -41,12 +42,13 @@ def run_necks(necks: nn.ModuleList, features: list[torch.Tensor], image_size: tu
 
 
 def input_multiple(encoder: nn.Module) -> int:
-    """The size multiple the encoder needs: its patch size, else its coarsest stride."""
+    """The size multiple the encoder needs: its patch size and coarsest stride (their LCM)."""
     patch = getattr(encoder, "patch_size", None)
-    if patch is not None:
-        return int(patch[-1] if isinstance(patch, (tuple, list)) else patch)
     strides = getattr(encoder, "strides", None)
-    return int(max(strides)) if strides else 1
+    multiple = int(max(strides)) if strides else 1
+    if patch is not None:
+        multiple = math.lcm(multiple, int(patch[-1] if isinstance(patch, (tuple, list)) else patch))
+    return multiple
 
 
 class PixelWiseModel(Model):
@@ -91,7 +93,10 @@ class PixelWiseModel(Model):
             out = out.unsqueeze(1)
         if self.rescale and tuple(out.shape[-2:]) != padded:
             out = F.interpolate(out, size=padded, mode="bilinear", align_corners=False)
-        out = out[..., : size[0], : size[1]]
+        # Crop the padding away, in the output's own resolution when it was not rescaled.
+        rows = math.ceil(size[0] * out.shape[-2] / padded[0])
+        cols = math.ceil(size[1] * out.shape[-1] / padded[1])
+        out = out[..., :rows, :cols]
         if self.task == "regression" and out.shape[1] == 1:
             return out.squeeze(1)
         return out.squeeze(1) if squeeze else out

@@ -108,7 +108,10 @@ class MultiSourceRegistry:
 
     def find_registry(self, name: str) -> Source | None:
         """The source that would build ``name``, or None when no source knows it."""
-        found = self._resolve(name)
+        try:
+            found = self._resolve(name)
+        except MissingDependencyError:
+            return None  # a missing optional source knows nothing; build() says how to install it
         return None if found is None else found[0]
 
     def _unknown(self, name: str) -> UnknownNameError:
@@ -130,15 +133,21 @@ class MultiSourceRegistry:
         source, short = found
         return source.get(short)
 
-    def build(self, cfg: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def build(
+        self,
+        cfg: str | Mapping[str, Any],
+        *args: Any,
+        default_args: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Build from a (prefixed) name or a config dict with a ``type`` key."""
         if not isinstance(cfg, str):
-            return build_from_cfg(cfg, self, *args, **kwargs)
+            return build_from_cfg(cfg, self, *args, default_args=default_args, **kwargs)
         found = self._resolve(cfg)
         if found is None:
             raise self._unknown(cfg)
         source, short = found
-        return source.build(short, *args, **kwargs)
+        return source.build(short, *args, **{**(default_args or {}), **kwargs})
 
     def register(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

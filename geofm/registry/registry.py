@@ -75,6 +75,7 @@ class Registry:
         self.children: dict[str, Registry] = {}
         self._entries: dict[str, Callable[..., Any]] = {}
         self._imported = not self.locations
+        self._importing = False
         self._import_lock = threading.RLock()
         if parent is not None:
             if scope in parent.children:
@@ -133,13 +134,17 @@ class Registry:
         if self._imported:
             return
         with self._import_lock:
-            if self._imported:
+            # Other threads wait on the lock; a location that looks names up while it is being
+            # imported (same thread) sees what is registered so far instead of recursing.
+            if self._imported or self._importing:
                 return
-            # Marked first so that a location importing another registered module does not
-            # recurse into this one.
-            self._imported = True
-            for module in self.locations:
-                importlib.import_module(module)
+            self._importing = True
+            try:
+                for module in self.locations:
+                    importlib.import_module(module)
+                self._imported = True
+            finally:
+                self._importing = False
 
     def _get_local(self, name: str) -> Callable[..., Any] | None:
         self._import_locations()

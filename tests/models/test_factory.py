@@ -152,6 +152,8 @@ def test_rescale_off_keeps_decoder_resolution(factory):
         "segmentation", "timm_resnet18", "smp_FPN", num_classes=2, rescale=False
     )
     assert model(torch.randn(2, 3, 64, 64)).output.shape == (2, 2, 16, 16)
+    # 70 px is padded to 96; the 1/4-resolution output loses the padding in its own scale.
+    assert model(torch.randn(2, 3, 70, 70)).output.shape == (2, 2, 18, 18)
 
 
 @pytest.mark.parametrize("task", ["segmentation", "regression", "classification"])

@@ -34,6 +34,7 @@ def test_prefix_and_search_order():
     assert reg.build("theirs_Both")[0] == "theirs"  # prefix goes straight to the source
     assert reg.build("OnlyTheirs", a=1) == ("theirs-only", {"a": 1})
     assert reg.build({"type": "theirs_Both", "k": 2}) == ("theirs", {"k": 2})
+    assert reg.build("theirs_Both", k=2, default_args={"k": 0, "j": 1}) == ("theirs", {"k": 2, "j": 1})
     assert reg.find_registry("OnlyTheirs") is theirs
     assert reg.find_registry("Both") is ours
     assert reg.find_registry("nothing") is None
@@ -134,6 +135,7 @@ def test_mmseg_missing_gives_install_hint():
     with pytest.raises(ImportError, match=r"pip install 'geofm\[mmseg\]'"):
         DECODER_REGISTRY.build("mmseg_UPerHead", [64])
     assert not any(name.startswith("mmseg_") for name in DECODER_REGISTRY)
+    assert "mmseg_UPerHead" not in DECODER_REGISTRY  # membership answers, build explains
 
 
 def test_summary_is_json():

@@ -182,6 +182,16 @@ def test_lazy_locations_imported_on_iteration(tmp_path, monkeypatch):
         sys.modules.pop("lazy_iter_mod", None)
 
 
+def test_failed_location_import_is_reported_every_time(tmp_path, monkeypatch):
+    (tmp_path / "broken_location_mod.py").write_text("raise ImportError('missing dependency xyz')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = Registry("broken", locations=["broken_location_mod"])
+    for _ in range(2):  # not a misleading "unknown name" the second time
+        with pytest.raises(ImportError, match="xyz"):
+            broken.get("Anything")
+    sys.modules.pop("broken_location_mod", None)
+
+
 def test_build_from_cfg_rejects_non_mapping(reg):
     with pytest.raises(TypeError):
         build_from_cfg(["type", "x"], reg)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelOutput", "AuxiliaryHead", "Model", "freeze_module"]
+__all__ = ["ModelOutput", "AuxiliaryHead", "Model", "freeze_module", "pad_to_multiple", "run_necks", "input_multiple"]
 
 
 @dataclass
@@ -41,6 +43,43 @@ class AuxiliaryHead:
     decoder_args: dict[str, Any] | None = None
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the last two dims of ``x`` (reflect) up to a multiple of ``multiple``.
+
+    Args:
+        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
+
+    Returns:
+        The padded tensor and the original ``(H, W)``.
+    """
+    height, width = x.shape[-2:]
+    pad_h = -height % multiple
+    pad_w = -width % multiple
+    if multiple <= 1 or not (pad_h or pad_w):
+        return x, (height, width)
+    # Reflect needs the pad to be smaller than the size; tiny inputs fall back to replicate.
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    pad = [0, pad_w, 0, pad_h] + [0, 0] * (x.ndim - 4)
+    return F.pad(x, pad, mode=mode), (height, width)
+
+
+def run_necks(necks: nn.ModuleList, features: list[torch.Tensor], image_size: tuple[int, int]) -> list[torch.Tensor]:
+    """Pass ``features`` through each neck in turn; necks receive the input's (H, W)."""
+    for neck in necks:
+        features = neck(features, image_size=image_size)
+    return features
+
+
+def input_multiple(encoder: nn.Module) -> int:
+    """The size multiple the encoder needs: its patch size and coarsest stride (their LCM)."""
+    patch = getattr(encoder, "patch_size", None)
+    strides = getattr(encoder, "strides", None)
+    multiple = int(max(strides)) if strides else 1
+    if patch is not None:
+        multiple = math.lcm(multiple, int(patch[-1] if isinstance(patch, (tuple, list)) else patch))
+    return multiple
+
+
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -60,9 +99,29 @@ def freeze_module(module: nn.Module) -> None:
 class Model(nn.Module):
     """Interface of geofm models: ``forward(x, **kwargs) -> ModelOutput`` and freezing."""
 
-    encoder: nn.Module
-    decoder: nn.Module
-    head: nn.Module
+    #: Tasks this kind of model serves.
+    tasks: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        task: str,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        head: nn.Module,
+        necks: list[nn.Module] | None = None,
+        aux_heads: dict[str, nn.Module] | None = None,
+    ):
+        super().__init__()
+        if task not in self.tasks:
+            raise ValueError(f"{type(self).__name__} task must be one of {list(self.tasks)}, got '{task}'.")
+        self.task = task
+        self.encoder = encoder
+        self.neck = nn.ModuleList(necks or [])
+        self.decoder = decoder
+        self.head = head
+        self.aux_heads = nn.ModuleDict(aux_heads or {})
+        # Input sides are padded to this multiple.
+        self.pad_multiple = input_multiple(encoder)
 
     def _freeze(self, *parts: str) -> None:
         frozen = set(getattr(self, "_frozen_parts", ()))

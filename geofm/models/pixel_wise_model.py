@@ -9,46 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geofm.models.model import Model, ModelOutput
+from geofm.models.model import Model, ModelOutput, pad_to_multiple, run_necks
 
-__all__ = ["PixelWiseModel", "pad_to_multiple", "run_necks"]
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad the last two dims of ``x`` (reflect) up to a multiple of ``multiple``.
-
-    Args:
-        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
-
-    Returns:
-        The padded tensor and the original ``(H, W)``.
-    """
-    height, width = x.shape[-2:]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
-    if multiple <= 1 or not (pad_h or pad_w):
-        return x, (height, width)
-    # Reflect needs the pad to be smaller than the size; tiny inputs fall back to replicate.
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    pad = [0, pad_w, 0, pad_h] + [0, 0] * (x.ndim - 4)
-    return F.pad(x, pad, mode=mode), (height, width)
-
-
-def run_necks(necks: nn.ModuleList, features: list[torch.Tensor], image_size: tuple[int, int]) -> list[torch.Tensor]:
-    """Pass ``features`` through each neck in turn; necks receive the input's (H, W)."""
-    for neck in necks:
-        features = neck(features, image_size=image_size)
-    return features
-
-
-def input_multiple(encoder: nn.Module) -> int:
-    """The size multiple the encoder needs: its patch size and coarsest stride (their LCM)."""
-    patch = getattr(encoder, "patch_size", None)
-    strides = getattr(encoder, "strides", None)
-    multiple = int(max(strides)) if strides else 1
-    if patch is not None:
-        multiple = math.lcm(multiple, int(patch[-1] if isinstance(patch, (tuple, list)) else patch))
-    return multiple
+__all__ = ["PixelWiseModel"]
 
 
 class PixelWiseModel(Model):
@@ -65,6 +28,8 @@ class PixelWiseModel(Model):
         rescale: Resize outputs to the input's height and width (bilinear) when they differ.
     """
 
+    tasks = ("segmentation", "regression")
+
     def __init__(
         self,
         task: str,
@@ -75,17 +40,8 @@ class PixelWiseModel(Model):
         aux_heads: dict[str, nn.Module] | None = None,
         rescale: bool = True,
     ):
-        super().__init__()
-        if task not in ("segmentation", "regression"):
-            raise ValueError(f"PixelWiseModel task must be 'segmentation' or 'regression', got '{task}'.")
-        self.task = task
-        self.encoder = encoder
-        self.neck = nn.ModuleList(necks or [])
-        self.decoder = decoder
-        self.head = head
-        self.aux_heads = nn.ModuleDict(aux_heads or {})
+        super().__init__(task, encoder, decoder, head, necks, aux_heads)
         self.rescale = rescale
-        self.pad_multiple = input_multiple(encoder)
 
     def _finish(self, out: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
         squeeze = out.ndim == 3

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.models.model import Model, ModelOutput
-from geofm.models.pixel_wise_model import input_multiple, pad_to_multiple, run_necks
+from geofm.models.model import Model, ModelOutput, pad_to_multiple, run_necks
 
 __all__ = ["ScalarOutputModel", "pool_spatial"]
 
@@ -34,6 +33,8 @@ class ScalarOutputModel(Model):
         aux_heads: Extra decoder+head modules by name.
     """
 
+    tasks = ("classification",)
+
     def __init__(
         self,
         task: str,
@@ -43,16 +44,7 @@ class ScalarOutputModel(Model):
         necks: list[nn.Module] | None = None,
         aux_heads: dict[str, nn.Module] | None = None,
     ):
-        super().__init__()
-        if task != "classification":
-            raise ValueError(f"ScalarOutputModel task must be 'classification', got '{task}'.")
-        self.task = task
-        self.encoder = encoder
-        self.neck = nn.ModuleList(necks or [])
-        self.decoder = decoder
-        self.head = head
-        self.aux_heads = nn.ModuleDict(aux_heads or {})
-        self.pad_multiple = input_multiple(encoder)
+        super().__init__(task, encoder, decoder, head, necks, aux_heads)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
         """Class logits ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""

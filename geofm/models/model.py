@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelOutput", "AuxiliaryHead", "Model", "freeze_module", "pad_to_multiple", "run_necks", "input_multiple"]
+__all__ = ["ModelOutput", "AuxiliaryHead", "Model", "EncoderDecoderModel", "freeze_module", "pad_to_multiple", "run_necks", "input_multiple"]
 
 
 @dataclass
@@ -99,30 +99,6 @@ def freeze_module(module: nn.Module) -> None:
 class Model(nn.Module):
     """Interface of geofm models: ``forward(x, **kwargs) -> ModelOutput`` and freezing."""
 
-    #: Tasks this kind of model serves.
-    tasks: tuple[str, ...] = ()
-
-    def __init__(
-        self,
-        task: str,
-        encoder: nn.Module,
-        decoder: nn.Module,
-        head: nn.Module,
-        necks: list[nn.Module] | None = None,
-        aux_heads: dict[str, nn.Module] | None = None,
-    ):
-        super().__init__()
-        if task not in self.tasks:
-            raise ValueError(f"{type(self).__name__} task must be one of {list(self.tasks)}, got '{task}'.")
-        self.task = task
-        self.encoder = encoder
-        self.neck = nn.ModuleList(necks or [])
-        self.decoder = decoder
-        self.head = head
-        self.aux_heads = nn.ModuleDict(aux_heads or {})
-        # Input sides are padded to this multiple.
-        self.pad_multiple = input_multiple(encoder)
-
     def _freeze(self, *parts: str) -> None:
         frozen = set(getattr(self, "_frozen_parts", ()))
         for part in parts:
@@ -154,3 +130,40 @@ class Model(nn.Module):
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
+
+
+class EncoderDecoderModel(Model):
+    """Shared parts of the factory's models: encoder, necks, decoder, head, auxiliary heads.
+
+    Args:
+        task: One of the subclass's ``tasks``.
+        encoder: Backbone returning ``list[Tensor]``.
+        decoder: Decoder of the (necked) features.
+        head: Task head (``nn.Identity`` when the decoder includes it).
+        necks: Necks applied in order between encoder and decoder.
+        aux_heads: Extra decoder+head modules by name, run on the same necked features.
+    """
+
+    #: Tasks this kind of model serves.
+    tasks: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        task: str,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        head: nn.Module,
+        necks: list[nn.Module] | None = None,
+        aux_heads: dict[str, nn.Module] | None = None,
+    ):
+        super().__init__()
+        if task not in self.tasks:
+            raise ValueError(f"{type(self).__name__} task must be one of {list(self.tasks)}, got '{task}'.")
+        self.task = task
+        self.encoder = encoder
+        self.neck = nn.ModuleList(necks or [])
+        self.decoder = decoder
+        self.head = head
+        self.aux_heads = nn.ModuleDict(aux_heads or {})
+        # Input sides are padded to this multiple.
+        self.pad_multiple = input_multiple(encoder)

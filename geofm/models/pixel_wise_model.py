@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geofm.models.model import Model, ModelOutput, pad_to_multiple, run_necks
+from geofm.models.model import EncoderDecoderModel, ModelOutput, pad_to_multiple, run_necks
 
 __all__ = ["PixelWiseModel"]
 
 
-class PixelWiseModel(Model):
+class PixelWiseModel(EncoderDecoderModel):
     """Backbone → necks → decoder → head, with an output per pixel.
 
     Args:

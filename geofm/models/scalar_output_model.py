@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.models.model import Model, ModelOutput, pad_to_multiple, run_necks
+from geofm.models.model import EncoderDecoderModel, ModelOutput, pad_to_multiple, run_necks
 
 __all__ = ["ScalarOutputModel", "pool_spatial"]
 
@@ -21,7 +21,7 @@ def pool_spatial(x: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"Expected decoder output (B, C, H, W) or (B, C), got shape {tuple(x.shape)}.")
 
 
-class ScalarOutputModel(Model):
+class ScalarOutputModel(EncoderDecoderModel):
     """Backbone → necks → decoder → spatial pooling → head, with ``(B, num_classes)`` output.
 
     Args:

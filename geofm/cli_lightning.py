@@ -117,6 +117,7 @@ class GeofmCLI(LightningCLI):
                 self._resolve_checkpoint(config.get("ckpt_path")),
                 config["predict_output_dir"],
                 dict(config["streaming"]),
+                device=self.trainer.strategy.root_device,  # what --trainer.accelerator chose
             )
             return
         super()._run_subcommand(subcommand)
@@ -145,7 +146,12 @@ class GeofmCLI(LightningCLI):
 
 
 def stream_predict(
-    task: Any, datamodule: Any, ckpt_path: str | None, output_dir: str | Path, settings: dict[str, Any]
+    task: Any,
+    datamodule: Any,
+    ckpt_path: str | None,
+    output_dir: str | Path,
+    settings: dict[str, Any],
+    device: Any = None,
 ) -> list[Path]:
     """Predict the datamodule's predict files scene by scene with the streaming tiler.
 
@@ -164,8 +170,8 @@ def stream_predict(
 
     if ckpt_path:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        task.on_load_checkpoint(checkpoint)  # Lightning's order: the hook, then the weights
         task.load_state_dict(checkpoint["state_dict"])
-        task.on_load_checkpoint(checkpoint)
     datamodule.setup("predict")
     dataset = datamodule.predict_dataset
     if dataset is None or not len(dataset):
@@ -177,7 +183,7 @@ def stream_predict(
     kind = {"segmentation": "class", "regression": "regression"}.get(task.model_task)
     if kind is None:
         raise ValueError(f"--streaming predicts pixel-wise tasks, not {type(task).__name__}.")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     task = task.to(device).eval()
     scale = dataset.constant_scale
 

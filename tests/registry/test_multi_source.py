@@ -173,3 +173,12 @@ def test_public_names_resolve():
 
     for name in geofm.__all__:
         assert getattr(geofm, name) is not None
+
+
+def test_smp_decoder_refuses_what_it_cannot_honour():
+    from geofm.models.decoders.smp_decoder import SmpDecoder
+
+    with pytest.raises(ValueError, match="builds its own encoder"):
+        SmpDecoder([64, 128], arch="DPT")
+    with pytest.raises(ValueError, match="classes"):
+        DECODER_REGISTRY.build("smp_Unet", [16, 32, 64], classes=3)

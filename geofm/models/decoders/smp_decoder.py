@@ -95,6 +95,14 @@ class SmpDecoder(nn.Module):
                 f"Unknown smp architecture '{arch}'; choose from "
                 f"{sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values())}."
             )
+        if not hasattr(importlib.import_module(arch_class.__module__), "get_encoder"):
+            raise ValueError(
+                f"smp_{arch_class.__name__} builds its own encoder and cannot decode another "
+                "backbone's features; choose another smp architecture."
+            )
+        fixed = sorted({"classes", "encoder_name", "encoder_weights", "in_channels"} & set(kwargs))
+        if fixed:
+            raise ValueError(f"smp_{arch_class.__name__}: {fixed} are set by geofm, not by the config.")
         depth = kwargs.setdefault("encoder_depth", len(channel_list))
         if depth != len(channel_list):
             raise ValueError(

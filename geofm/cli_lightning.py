@@ -23,7 +23,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-__all__ = ["GeofmCLI", "run_lightning_cli", "compute_statistics_from_config", "import_components"]
+__all__ = [
+    "GeofmCLI",
+    "best_checkpoint",
+    "compute_statistics_from_config",
+    "import_components",
+    "run_lightning_cli",
+    "stream_predict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +135,7 @@ class GeofmCLI(LightningCLI):
         if ckpt_path == "last":
             return str(folder / "last.ckpt")
         if ckpt_path == "best":
-            best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not best:
-                raise FileNotFoundError(f"--ckpt_path best: no best-*.ckpt in {folder}.")
-            return str(best[-1])
+            return str(best_checkpoint(folder))
         return ckpt_path
 
     def before_predict(self) -> None:
@@ -143,6 +147,14 @@ class GeofmCLI(LightningCLI):
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
+
+
+def best_checkpoint(folder: str | Path) -> Path:
+    """The newest ``best-*.ckpt`` that the default checkpoint callback wrote in ``folder``."""
+    best = sorted(Path(folder).glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not best:
+        raise FileNotFoundError(f"No best-*.ckpt in {folder}: did validation run during fit?")
+    return best[-1]
 
 
 def stream_predict(

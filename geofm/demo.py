@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                   "--trainer.check_val_every_n_epoch", str(min(10, args.max_epochs))]
     shutil.rmtree(run / "train" / "checkpoints", ignore_errors=True)  # no stale best-*.ckpt
     geofm(["fit", *common, *epochs])
-    best = _best_checkpoint(run / "train" / "checkpoints")
-    from geofm.cli_lightning import run_lightning_cli
+    from geofm.cli_lightning import best_checkpoint, run_lightning_cli
+
+    best = best_checkpoint(run / "train" / "checkpoints")
 
     validation = run_lightning_cli(["validate", *common, "--ckpt_path", str(best)])
     metrics = {k: float(v) for k, v in validation.trainer.callback_metrics.items()}
@@ -173,13 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint: {best}")
     print(f"total time: {minutes:.1f} min")
     return 0
-
-
-def _best_checkpoint(folder: Path) -> Path:
-    best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not best:
-        raise FileNotFoundError(f"Training wrote no best-*.ckpt under {folder}.")
-    return best[-1]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -215,4 +214,3 @@ def test_ddp_on_cpu(tmp_path, folders):
     # Each process saw half the validation set; synchronised metrics equal one process on all of it.
     single = run_lightning_cli(["validate", "-c", str(config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
     assert ddp_miou == pytest.approx(float(single.trainer.callback_metrics["val/mIoU"]), abs=1e-5)
-    json.dumps(checkpoints)

@@ -14,9 +14,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
-from geofm.inference.writer import GeoTiffSink
+from geofm.inference.blending import output_type
+from geofm.inference.writer import GeoTiffSink, geotiff_profile
 
-__all__ = ["GeoTiffPredictionWriter", "raster_profile"]
+__all__ = ["GeoTiffPredictionWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -24,33 +25,10 @@ log = logging.getLogger(__name__)
 PIXEL_OUTPUTS = {"prediction": "pred", "probabilities": "prob", "logits": "logits"}
 
 
-def raster_profile(
-    width: int, height: int, count: int, dtype: np.dtype, crs: Any, transform: Any, nodata: float | int
-) -> dict[str, Any]:
-    """A tiled, compressed GeoTIFF profile on the given grid."""
-    block = 256 if min(width, height) >= 256 else 16 * max(1, -(-min(width, height) // 16))
-    return {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": np.dtype(dtype).name,
-        "crs": CRS.from_user_input(crs) if crs is not None else None,
-        "transform": transform if isinstance(transform, Affine) else Affine(*transform[:6]),
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": block,
-        "blockysize": block,
-        "compress": "deflate",
-        "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
-        "BIGTIFF": "IF_SAFER",
-    }
-
-
-def _class_dtype(num_classes: int | None) -> tuple[np.dtype, int]:
-    if num_classes is not None and num_classes > 255:
-        return np.dtype("int16"), -1
-    return np.dtype("uint8"), 255
+def _grid(crs: Any, transform: Any) -> tuple[Any, Affine]:
+    """A batch's CRS (WKT) and transform (6-tuple) as rasterio objects."""
+    crs = CRS.from_user_input(crs) if crs is not None else None
+    return crs, transform if isinstance(transform, Affine) else Affine(*transform[:6])
 
 
 class GeoTiffPredictionWriter(BasePredictionWriter):
@@ -121,7 +99,7 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
                 f"{height} x {width}; predict without cropping transforms."
             )
         if suffix == "pred" and not regression:
-            dtype, nodata = _class_dtype(getattr(pl_module, "num_classes", None))
+            dtype, nodata, _ = output_type("class", getattr(pl_module, "num_classes", None) or 2)
             array = data.numpy().astype(dtype)
         else:
             dtype, nodata = np.dtype("float32"), float("nan")
@@ -134,9 +112,10 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
             raise ValueError(
                 f"Two inputs named '{Path(filename).stem}' would both write {target}; rename one."
             )
-        profile = raster_profile(
-            width, height, array.shape[0], dtype, prediction["crs"][index], prediction["transform"][index], nodata
-        )
+        # Small chips get one block; GeoTIFF blocks are multiples of 16.
+        block = 256 if min(width, height) >= 256 else 16 * -(-min(width, height) // 16)
+        crs, transform = _grid(prediction["crs"][index], prediction["transform"][index])
+        profile = geotiff_profile(width, height, array.shape[0], dtype, crs, transform, nodata, block=block)
         sink = GeoTiffSink(target, width, height, fingerprint={"input": str(filename)})
         sink.open(profile)
         try:

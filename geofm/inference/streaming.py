@@ -45,7 +45,7 @@ from geofm.inference.tiling import (
     plan_tiles,
     resolve_tile_args,
 )
-from geofm.inference.writer import BackgroundWriter, GeoTiffSink
+from geofm.inference.writer import BackgroundWriter, GeoTiffSink, geotiff_profile
 
 __all__ = [
     "OutputKind",
@@ -302,23 +302,19 @@ class _SceneRun:
     def _start_output(self, channels: int) -> None:
         """Open the output and start the writer once the first batch gives the channels."""
         dtype, nodata, count = output_type(self.kind, channels, self.settings["nodata"])
-        profile = {
-            "width": self.grid.width,
-            "height": self.grid.height,
-            "count": count,
-            "dtype": dtype.name,
-            "crs": self.source.crs,
-            "transform": self.source.transform,
-            "nodata": nodata,
-            "tiled": True,
-            "blockxsize": self.block,
-            "blockysize": self.block,
-            "compress": self.settings["compress"],
-            "predictor": 3 if dtype.kind == "f" else 2,
-            "interleave": "pixel",
-            "BIGTIFF": "IF_SAFER",
-        }
-        self.sink.open(profile)
+        self.sink.open(
+            geotiff_profile(
+                self.grid.width,
+                self.grid.height,
+                count,
+                dtype,
+                self.source.crs,
+                self.source.transform,
+                nodata,
+                block=self.block,
+                compress=self.settings["compress"],
+            )
+        )
         convert = OutputConverter(self.grid, self.window, self.kind, dtype, nodata)
         self.blender = BandBlender(
             self.grid,

@@ -24,12 +24,44 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-__all__ = ["FINGERPRINT_TAG", "BackgroundWriter", "GeoTiffSink"]
+__all__ = ["FINGERPRINT_TAG", "BackgroundWriter", "GeoTiffSink", "geotiff_profile"]
 
 log = logging.getLogger(__name__)
 
 # GeoTIFF metadata tag holding the fingerprint of a finished output (lets resume skip it).
 FINGERPRINT_TAG = "GEOFM_FINGERPRINT"
+
+
+def geotiff_profile(
+    width: int,
+    height: int,
+    count: int,
+    dtype: np.dtype,
+    crs: Any,
+    transform: Any,
+    nodata: float | int,
+    block: int = 256,
+    compress: str = "deflate",
+) -> dict[str, Any]:
+    """The creation profile of every geofm output: tiled, compressed, BigTIFF when needed."""
+    dtype = np.dtype(dtype)
+    return {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype.name,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "compress": compress,
+        "predictor": 3 if dtype.kind == "f" else 2,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
 
 
 class GeoTiffSink:

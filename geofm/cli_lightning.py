@@ -29,7 +29,6 @@ __all__ = [
     "compute_statistics_from_config",
     "import_components",
     "run_lightning_cli",
-    "stream_predict",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,9 @@ class GeofmCLI(LightningCLI):
         if subcommand == "predict" and config.get("streaming") is not None:
             if not config.get("predict_output_dir"):
                 raise ValueError("--streaming writes GeoTIFFs: set --predict_output_dir too.")
-            stream_predict(
+            from geofm.inference.task_scenes import predict_task_scenes
+
+            predict_task_scenes(
                 self.model,
                 self.datamodule,
                 self._resolve_checkpoint(config.get("ckpt_path")),
@@ -128,6 +129,14 @@ class GeofmCLI(LightningCLI):
             )
             return
         super()._run_subcommand(subcommand)
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        # A checkpoint is data: it must never run code (Lightning would default to False).
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            if kwargs.get("weights_only") is None:
+                kwargs["weights_only"] = True
+        return kwargs
 
     def _resolve_checkpoint(self, ckpt_path: str | None) -> str | None:
         """``last`` and ``best`` name files of the run directory's ``checkpoints/``."""
@@ -155,69 +164,6 @@ def best_checkpoint(folder: str | Path) -> Path:
     if not best:
         raise FileNotFoundError(f"No best-*.ckpt in {folder}: did validation run during fit?")
     return best[-1]
-
-
-def stream_predict(
-    task: Any,
-    datamodule: Any,
-    ckpt_path: str | None,
-    output_dir: str | Path,
-    settings: dict[str, Any],
-    device: Any = None,
-) -> list[Path]:
-    """Predict the datamodule's predict files scene by scene with the streaming tiler.
-
-    The task's model and normalisation are used as in ``trainer.predict``; band selection and
-    ``constant_scale`` come from the predict dataset. Under ``torchrun`` (``RANK`` and
-    ``WORLD_SIZE`` set) each process takes its share of the scenes.
-
-    Returns:
-        The GeoTIFFs this process wrote.
-    """
-    import os
-
-    import torch
-
-    from geofm.inference.streaming import predict_scenes
-
-    if ckpt_path:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        task.on_load_checkpoint(checkpoint)  # Lightning's order: the hook, then the weights
-        task.load_state_dict(checkpoint["state_dict"])
-    datamodule.setup("predict")
-    dataset = datamodule.predict_dataset
-    if dataset is None or not len(dataset):
-        raise ValueError("--streaming found no scenes: set data.init_args.predict_data_root.")
-    if dataset.expand_temporal_dimension:
-        raise NotImplementedError("--streaming reads single-frame scenes; expand_temporal_dimension is not supported.")
-    if task.norm_mean is None and getattr(datamodule, "means", None) is not None:
-        task.set_normalization(datamodule.means, datamodule.stds, source="the datamodule's means/stds")
-    kind = {"segmentation": "class", "regression": "regression"}.get(task.model_task)
-    if kind is None:
-        raise ValueError(f"--streaming predicts pixel-wise tasks, not {type(task).__name__}.")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    task = task.to(device).eval()
-    scale = dataset.constant_scale
-
-    def preprocess(tiles: torch.Tensor) -> torch.Tensor:
-        return task._prepare_batch({"image": tiles * scale})["image"]
-
-    def model(tiles: torch.Tensor) -> torch.Tensor:
-        return task.model(tiles).output
-
-    indexes = dataset.selection.indexes
-    return predict_scenes(
-        model,
-        dataset.image_files,
-        output_dir,
-        rank=int(os.environ.get("RANK", 0)),
-        world_size=int(os.environ.get("WORLD_SIZE", 1)),
-        output=settings.pop("output", kind),
-        bands=list(indexes) if indexes is not None else None,
-        preprocess=preprocess,
-        device=device,
-        **settings,
-    )
 
 
 def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:

@@ -87,8 +87,9 @@ def read_grid(path: str | Path) -> GridInfo:
 
 
 def _nodata_mask(raw: np.ndarray, nodatavals: list[float | None]) -> np.ndarray:
-    """``(C, H, W)`` True where a band holds its nodata value (or NaN)."""
-    mask = np.isnan(raw) if np.issubdtype(raw.dtype, np.floating) else np.zeros(raw.shape, bool)
+    """``(C, H, W)`` True where a band holds its nodata value, NaN or ±inf."""
+    floating = np.issubdtype(raw.dtype, np.floating)
+    mask = ~np.isfinite(raw) if floating else np.zeros(raw.shape, bool)
     for band, nodata in enumerate(nodatavals):
         if nodata is None or np.isnan(nodata):
             continue
@@ -163,27 +164,24 @@ def read_image(
     selection: BandSelection,
     *,
     expand_temporal_dimension: bool = False,
-    constant_scale: float = 1.0,
-    no_data_replace: float | None = None,
     bands_key: str = "output_bands",
 ) -> tuple[np.ndarray, np.ndarray, GridInfo]:
-    """Read the selected bands of an image.
+    """Read the selected bands of an image as raw float32 values, nodata as NaN.
 
-    The image is cast to float32, multiplied by ``constant_scale``, and then, where a band holds
-    the file's nodata value (or NaN), set to ``no_data_replace`` when that is given.
+    Scaling, nodata filling and normalisation are not done here: the task's
+    :class:`~geofm.models.preprocess.Preprocess` does them, identically for every route.
 
     Args:
         path: The GeoTIFF.
         selection: Bands to read (see :mod:`geofm.data.band_selection`).
         expand_temporal_dimension: The file stacks ``T`` frames of ``C`` bands (time-major);
             return ``(C, T, H, W)``.
-        constant_scale: Factor applied to every pixel value.
-        no_data_replace: Value written where the data is missing; ``None`` keeps the values.
         bands_key: The setting that chose the bands, for error messages.
 
     Returns:
-        ``image`` ``(C, H, W)`` or ``(C, T, H, W)`` float32, ``nodata`` bool of the same shape
-        (True where the raw value was nodata or NaN), and the file's grid.
+        ``image`` ``(C, H, W)`` or ``(C, T, H, W)`` float32 with NaN where a band holds the
+        file's nodata value or a non-finite value, ``nodata`` bool of the same shape (True
+        there), and the file's grid.
 
     Raises:
         RasterError: The file cannot be read, or the bands asked for do not fit its band count.
@@ -198,10 +196,8 @@ def read_image(
         nodatavals = [src.nodatavals[i - 1] for i in indexes]
     nodata = _nodata_mask(raw, nodatavals)
     image = raw.astype(np.float32, copy=False)
-    if constant_scale != 1:
-        image = image * np.float32(constant_scale)
-    if no_data_replace is not None and nodata.any():
-        image = np.where(nodata, np.float32(no_data_replace), image)
+    if nodata.any():
+        image = np.where(nodata, np.float32(np.nan), image)
     if expand_temporal_dimension:
         image = rearrange(image, "(t c) h w -> c t h w", t=frames)
         nodata = rearrange(nodata, "(t c) h w -> c t h w", t=frames)

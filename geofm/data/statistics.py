@@ -104,16 +104,19 @@ def _image_moments(image: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, .
 class _SampleReducer:
     """A map-style dataset of per-sample partial statistics (runs in DataLoader workers)."""
 
-    def __init__(self, dataset: Any, indices: Sequence[int]):
+    def __init__(self, dataset: Any, indices: Sequence[int], constant_scale: float = 1.0):
         self.dataset = dataset
         self.indices = list(indices)
+        self.constant_scale = constant_scale
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         index = self.indices[i]
-        image, nodata, _ = self.dataset.read_image_array(index, replace_nodata=False)
+        image, nodata, _ = self.dataset.read_image_array(index)
+        if self.constant_scale != 1:
+            image = image * np.float32(self.constant_scale)
         count, mean, m2 = _image_moments(image, nodata)
         out: dict[str, Any] = {"count": count, "mean": mean, "m2": m2, "classes": None}
         if isinstance(self.dataset, GenericNonGeoSegmentationDataset) and self.dataset.label_files:
@@ -126,6 +129,12 @@ class _SampleReducer:
         return out
 
 
+def _scale(source: Any, constant_scale: float | None) -> float:
+    if constant_scale is not None:
+        return float(constant_scale)
+    return float(getattr(source, "constant_scale", 1.0))
+
+
 def _identity(item: Any) -> Any:
     return item
 
@@ -136,18 +145,20 @@ def compute_statistics(
     max_samples: int | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
+    constant_scale: float | None = None,
 ) -> DatasetStatistics:
     """Per-band means and stds, and class counts, of a dataset or a datamodule's training split.
 
-    Values are those the dataset returns before normalisation: bands selected, temporal frames
-    pooled per band, ``constant_scale`` applied; nodata pixels are skipped (they are not
-    replaced by ``no_data_replace`` here).
+    Values are those the model's preprocessing normalises: bands selected, temporal frames
+    pooled per band, ``constant_scale`` applied; nodata and non-finite pixels are skipped.
 
     Args:
         source: A geofm GeoTIFF dataset, or a geofm datamodule (its ``train`` split is used).
         max_samples: Use only the first ``max_samples`` samples.
         num_workers: DataLoader workers reading files in parallel.
         progress: Show a progress bar; ``None`` shows one on a terminal.
+        constant_scale: Factor applied to raw values; by default the datamodule's (1 for a
+            dataset).
 
     Returns:
         The statistics; write them with :func:`write_statistics`.
@@ -169,7 +180,7 @@ def compute_statistics(
     if n == 0:
         raise ValueError("compute_statistics got an empty dataset.")
     loader = DataLoader(
-        _SampleReducer(dataset, range(n)),
+        _SampleReducer(dataset, range(n), _scale(source, constant_scale)),
         batch_size=None,
         num_workers=num_workers,
         collate_fn=_identity,

@@ -19,6 +19,8 @@ _LAZY: dict[str, str] = {
     "GeoTiffSink": "geofm.inference.writer",
     "predict_scene": "geofm.inference.streaming",
     "predict_scenes": "geofm.inference.streaming",
+    "Predictor": "geofm.inference.predictor",
+    "predict_task_scenes": "geofm.inference.task_scenes",
     "list_scenes": "geofm.inference.streaming",
     "default_tile_size": "geofm.inference.streaming",
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from geofm.inference.predictor import output_tensor
 from geofm.inference.tiling import (
     TileGrid,
     WindowKind,
@@ -16,34 +17,9 @@ from geofm.inference.tiling import (
     reflect_indices,
 )
 
-__all__ = ["output_tensor", "tiled_forward", "weigh_tiles"]
+__all__ = ["tiled_forward", "weigh_tiles"]
 
 log = logging.getLogger(__name__)
-
-
-def output_tensor(output: Any) -> torch.Tensor:
-    """The prediction tensor in what a model returned, as ``(B, K, h, w)``.
-
-    Accepts a tensor, a :class:`~geofm.models.model.ModelOutput` (its ``output``) or a dict
-    with an ``"output"`` key; ``(B, h, w)`` regression maps gain a channel axis.
-    """
-    if isinstance(output, dict) and "output" in output:
-        output = output["output"]
-    elif not isinstance(output, torch.Tensor) and hasattr(output, "output"):
-        output = output.output
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"The model returned {type(output).__name__}; tiled inference needs a tensor "
-            "(B, K, h, w), a ModelOutput or a dict with an 'output' tensor."
-        )
-    if output.ndim == 3:
-        output = output.unsqueeze(1)
-    if output.ndim != 4:
-        raise ValueError(
-            f"The model returned a tensor of shape {tuple(output.shape)}; tiled inference needs "
-            "(B, K, h, w) pixel-wise outputs."
-        )
-    return output
 
 
 def weigh_tiles(
@@ -84,12 +60,13 @@ def _gather_tile(image: torch.Tensor, row: int, col: int, size: tuple[int, int])
 
 
 def tiled_forward(
-    fn: Callable[[torch.Tensor], Any],
+    fn: Callable[..., Any],
     image: torch.Tensor,
     tile_size: int | tuple[int, int],
     overlap: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
     *,
+    extra: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 8,
     window: WindowKind = "hann",
 ) -> torch.Tensor:
@@ -101,12 +78,16 @@ def tiled_forward(
     the same thing scene by scene without holding the scene in memory.
 
     Args:
-        fn: Maps ``(N, C, h, w)`` (or ``(N, C, T, h, w)``) tiles to ``(N, K, h, w)`` outputs
-            (logits or values; a ``ModelOutput`` is accepted).
+        fn: Maps ``(N, C, h, w)`` (or ``(N, C, T, h, w)``) tiles, and the tiles' ``extra``
+            inputs as keywords, to ``(N, K, h, w)`` outputs (a
+            :class:`~geofm.inference.predictor.Predictor` gives probabilities or values; a
+            ``ModelOutput`` is accepted).
         image: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; any size, also smaller than a tile.
         tile_size: Tile side or ``(h, w)``.
         overlap: Pixels shared by neighbouring tiles (default ``tile_size // 8``).
         stride: Step between tiles; give overlap or stride, not both.
+        extra: Per-image inputs with a leading ``B`` axis (``temporal_coords`` ``(B, T, 2)``,
+            ``location_coords`` ``(B, 2)``); each tile gets its image's row.
         batch_size: Tiles per call of ``fn``.
         window: Blend window, ``"hann"`` or ``"uniform"``.
 
@@ -130,7 +111,9 @@ def tiled_forward(
         batch = torch.stack(
             [_gather_tile(image[b], t.row, t.col, grid.tile_size) for t, b in chunk]
         )
-        weighted = weigh_tiles(output_tensor(fn(batch)), weights, grid.tile_size)
+        index = torch.tensor([b for _, b in chunk], device=image.device)
+        inputs = {key: value.index_select(0, index.to(value.device)) for key, value in (extra or {}).items()}
+        weighted = weigh_tiles(output_tensor(fn(batch, **inputs)), weights, grid.tile_size)
         if acc is None:
             acc = weighted.new_zeros(image.shape[0], weighted.shape[1], height, width)
         for (tile, b), out in zip(chunk, weighted, strict=True):

@@ -33,7 +33,8 @@ class TileData:
 
     Attributes:
         tile: The planned tile.
-        image: ``(C, tile_h, tile_w)`` float32 raw values, reflect-padded outside the scene.
+        image: ``(C, tile_h, tile_w)`` float32 raw values (NaN at nodata), reflect-padded
+            outside the scene.
         valid: ``(h, w)`` bool, True where any selected band holds data, over the part of the
             tile inside the scene; ``None`` when the raster has no nodata or mask.
     """
@@ -146,14 +147,17 @@ class RasterTileSource:
             data = data[:, rows - r_lo]
         if window.width != tile.width:
             data = np.ascontiguousarray(data[:, :, cols - c_lo])
+        if self._nodata is not None:
+            # Nodata as NaN, as the datasets read it: the Preprocess fills both alike.
+            for band, nodata in zip(data, self._nodata, strict=True):
+                if not np.isnan(nodata):
+                    band[band == nodata] = np.nan
         valid = None
         if self.has_mask:
             r0, r1, c0, c1 = tile.inside(self.height, self.width)
             if self._nodata is not None:
                 inside = data[:, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col]
-                valid = np.zeros(inside.shape[1:], bool)
-                for band, nodata in zip(inside, self._nodata, strict=True):
-                    valid |= ~np.isnan(band) if np.isnan(nodata) else band != nodata
+                valid = np.isfinite(inside).any(axis=0)
             else:
                 masks = src.read_masks(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0))
                 valid = masks.any(axis=0)

@@ -4,9 +4,10 @@ Per scene:
 
 1. reader threads (one rasterio handle each) read reflect-padded tiles in plan order, a few
    batches ahead of the model;
-2. the calling thread batches them, runs ``preprocess`` and the model on the device, turns the
-   outputs into probabilities (``class``/``probabilities``) and multiplies them by the blend
-   window;
+2. the calling thread batches them and runs the
+   :class:`~geofm.inference.predictor.Predictor` (preprocessing, model, softmax for
+   ``class``/``probabilities``) on the device, the same function per-chip prediction and
+   in-memory tiling use, then multiplies the outputs by the blend window;
 3. a :class:`~geofm.inference.blending.BandBlender` sums the weighted tiles in plan order and,
    at the end of each grid row of tiles, converts the rows no later tile touches (divided by
    the summed weights; argmax or values; nodata where the input has none);
@@ -36,7 +37,8 @@ import torch
 from torch import nn
 
 from geofm.inference.blending import BandBlender, OutputConverter, OutputKind, output_type
-from geofm.inference.in_memory import output_tensor, weigh_tiles
+from geofm.inference.in_memory import weigh_tiles
+from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
 from geofm.inference.tiling import (
     TileGrid,
@@ -101,6 +103,11 @@ def model_fingerprint(model: Any) -> str:
     variables, ``__self__``, partial arguments); other changes inside it are invisible to
     resume, so pass ``model_id`` to :func:`predict_scene` when they matter.
     """
+    if isinstance(model, Predictor):
+        parts = [model.kind, model_fingerprint(model.model)]
+        if model.preprocess is not None:
+            parts.append(model_fingerprint(model.preprocess))
+        return ":".join(parts)
     if isinstance(model, nn.Module):
         return _module_digest(model)
     modules = _held_modules(model)
@@ -137,6 +144,9 @@ def _module_digest(module: nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(module).__qualname__.encode())
     for name, tensor in module.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):  # extra state: plain settings
+            digest.update(f"{name}:{tensor!r}".encode())
+            continue
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if flat.numel():
@@ -144,22 +154,15 @@ def _module_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _activation(kind: OutputKind, outputs: torch.Tensor) -> torch.Tensor:
-    if kind == "regression":
-        return outputs
-    if outputs.shape[1] == 1:
-        return torch.sigmoid(outputs.float())
-    return torch.softmax(outputs.float(), dim=1)
-
-
 def predict_scene(
-    model: Callable[[torch.Tensor], Any],
+    model: Callable[..., Any],
     input_path: str | Path,
     output_path: str | Path,
     *,
     output: OutputKind = "class",
     bands: list[int] | None = None,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    extra_inputs: dict[str, torch.Tensor] | None = None,
     tile_size: int | tuple[int, int] | None = None,
     overlap: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
@@ -180,9 +183,11 @@ def predict_scene(
     """Predict one scene tile by tile and write the result as a GeoTIFF on the input's grid.
 
     Args:
-        model: Maps ``(N, C', h, w)`` float32 tiles (after ``preprocess``) to ``(N, K, h, w)``
-            logits or values (a ``ModelOutput`` is accepted). An ``nn.Module`` is moved to
-            ``device`` and put in eval mode.
+        model: A :class:`~geofm.inference.predictor.Predictor` (raw tiles to probabilities
+            or values), or a model mapping ``(N, C', h, w)`` float32 tiles (after
+            ``preprocess``) to ``(N, K, h, w)`` logits or values (a ``ModelOutput`` is
+            accepted), which is wrapped in one. Modules are moved to ``device`` and put in
+            eval mode.
         input_path: The scene (any raster rasterio reads).
         output_path: The GeoTIFF to write; appears only once complete.
         output: ``"class"``: argmax of the blended softmax (sigmoid > 0.5 for one channel),
@@ -190,7 +195,11 @@ def predict_scene(
             float32, one band per class; ``"regression"``: blended values, float32, ``K = 1``.
         bands: 1-based band indexes read from the input, in model order; all by default.
         preprocess: Applied on the device to each batch of raw float32 tiles ``(N, C, h, w)``
-            (normalisation, band arithmetic); identity by default.
+            (a :class:`~geofm.models.preprocess.Preprocess`, band arithmetic); identity by
+            default. Not with a ``Predictor``, which has its own.
+        extra_inputs: The scene's keyword inputs for the model, each ``(1, ...)``
+            (``temporal_coords`` ``(1, T, 2)``, ``location_coords`` ``(1, 2)``), repeated
+            for every tile.
         tile_size: Tile side or ``(h, w)``; by default the model's declared input size
             (:func:`default_tile_size`), else 512.
         overlap: Pixels shared by neighbouring tiles (default ``tile_size // 8``).
@@ -226,10 +235,23 @@ def predict_scene(
             f"block_size={block_size} must be a positive multiple of 16 (GeoTIFF tiles)."
         )
     device = torch.device(device)
-    if isinstance(model, nn.Module):
-        model = model.to(device).eval()
+    if isinstance(model, Predictor):
+        if preprocess is not None:
+            raise ValueError("A Predictor preprocesses itself; pass preprocess=None.")
+        if (model.kind == "values") != (output == "regression"):
+            raise ValueError(
+                f"output={output!r} does not fit a predictor of {model.kind}: use 'regression' "
+                "for values, 'class' or 'probabilities' for probabilities."
+            )
+        predictor = model
+    else:
+        kind = "values" if output == "regression" else "probabilities"
+        predictor = Predictor(model, preprocess, kind)
+    for module in (predictor.model, predictor.preprocess):
+        if isinstance(module, nn.Module):
+            module.to(device).eval()
     if tile_size is None:
-        tile_size = default_tile_size(model)
+        tile_size = default_tile_size(predictor.model)
         log.info("Tile size %s (from the model's input size or the default).", tile_size)
     output_path = Path(output_path)
     tile_rows = resolve_tile_args(tile_size, overlap, stride)[0][0]
@@ -238,8 +260,9 @@ def predict_scene(
         fingerprint = {
             "input": _file_identity(source.path),
             "bands": source.bands,
-            "model": model_id or model_fingerprint(model),
-            "preprocess": _callable_name(preprocess),
+            "model": model_id or model_fingerprint(predictor),
+            "preprocess": _callable_name(predictor.preprocess),
+            "extra_inputs": {k: v.tolist() for k, v in (extra_inputs or {}).items()},
             "output": output,
             "tile_size": grid.tile_size,
             "stride": grid.stride,
@@ -262,7 +285,7 @@ def predict_scene(
         )
         settings = {
             "output": output,
-            "preprocess": preprocess,
+            "extra_inputs": {k: v.to(device) for k, v in (extra_inputs or {}).items()},
             "batch_size": batch_size,
             "device": device,
             "window": window,
@@ -272,7 +295,7 @@ def predict_scene(
             "overviews": overviews,
             "progress": progress,
         }
-        engine = _SceneRun(model, source, grid, sink, settings)
+        engine = _SceneRun(predictor, source, grid, sink, settings)
         return engine.run()
 
 
@@ -281,15 +304,15 @@ class _SceneRun:
 
     def __init__(
         self,
-        model: Callable[[torch.Tensor], Any],
+        predictor: Predictor,
         source: RasterTileSource,
         grid: TileGrid,
         sink: GeoTiffSink,
         settings: dict[str, Any],
     ):
-        self.model, self.source, self.grid, self.sink = model, source, grid, sink
+        self.predictor, self.source, self.grid, self.sink = predictor, source, grid, sink
         self.kind: OutputKind = settings["output"]
-        self.preprocess = settings["preprocess"]
+        self.extra_inputs: dict[str, torch.Tensor] = settings["extra_inputs"]
         self.batch_size: int = settings["batch_size"]
         self.device: torch.device = settings["device"]
         self.window: WindowKind = settings["window"]
@@ -333,9 +356,7 @@ class _SceneRun:
             batch = batch.pin_memory()
         batch = batch.to(self.device, non_blocking=True)
         with torch.inference_mode():
-            if self.preprocess is not None:
-                batch = self.preprocess(batch)
-            outputs = _activation(self.kind, output_tensor(self.model(batch)))
+            outputs = self.predictor(batch, **repeat_extra(self.extra_inputs, batch.shape[0]))
             del batch  # free before the next allocation
             # Softmax and sigmoid made new tensors; a regression output may be the model's own.
             inplace = self.kind != "regression"
@@ -450,13 +471,14 @@ def list_scenes(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def predict_scenes(
-    model: Callable[[torch.Tensor], Any],
+    model: Callable[..., Any],
     inputs: str | Path | Sequence[str | Path],
     output_dir: str | Path,
     *,
     rank: int = 0,
     world_size: int = 1,
     suffix: str = "_pred",
+    scene_inputs: Callable[[Path], dict[str, torch.Tensor]] | None = None,
     **kwargs: Any,
 ) -> list[Path]:
     """Predict several scenes, this process's share of them under data parallelism.
@@ -469,6 +491,8 @@ def predict_scenes(
             ``i % world_size``.
         world_size: Number of processes sharing the scenes.
         suffix: Appended to each scene's stem to name its output.
+        scene_inputs: A scene's ``extra_inputs`` for :func:`predict_scene` (its dates and
+            location), from its path.
         **kwargs: Settings of :func:`predict_scene`.
 
     Returns:
@@ -489,6 +513,12 @@ def predict_scenes(
     if mine and kwargs.get("model_id") is None:
         kwargs["model_id"] = model_fingerprint(model)  # hash the weights once, not per scene
     return [
-        predict_scene(model, scene, output_dir / f"{scene.stem}{suffix}.tif", **kwargs)
+        predict_scene(
+            model,
+            scene,
+            output_dir / f"{scene.stem}{suffix}.tif",
+            extra_inputs=scene_inputs(scene) if scene_inputs is not None else None,
+            **kwargs,
+        )
         for scene in mine
     ]

@@ -167,3 +167,8 @@ class EncoderDecoderModel(Model):
         self.aux_heads = nn.ModuleDict(aux_heads or {})
         # Input sides are padded to this multiple.
         self.pad_multiple = input_multiple(encoder)
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Keyword inputs ``forward`` passes to the backbone (``temporal_coords``...)."""
+        return tuple(getattr(self.encoder, "extra_inputs", ()))

@@ -6,13 +6,18 @@ calls ``configure_models``, ``configure_losses`` and ``configure_metrics``, whic
 hooks depend on. One ``MetricCollection`` is cloned per stage with the prefixes ``train/``,
 ``val/`` and ``test/``; the three steps share one ``_step``.
 
-Normalisation. The means and stds (task arguments first, else the datamodule's ``means`` and
-``stds`` attributes, read in ``setup``) are applied to ``batch["image"]`` on the task's device
-at the start of every step. Not in ``on_after_batch_transfer``: Lightning (2.x) runs only
-*one* ``on_after_batch_transfer``, the datamodule's when it defines one, so a datamodule
-that augments there would silently switch the task's normalisation off. Doing it in the step
-keeps the order augmentation -> normalisation for any datamodule. They are stored in
-checkpoints, so a model loaded for inference normalises as it did in training.
+Preprocessing. The task owns one :class:`~geofm.models.preprocess.Preprocess` (constant scale,
+nodata fill, means and stds), saved in its state dict, applied to raw ``batch["image"]`` on the
+task's device at the start of every step and by every prediction route. Its statistics come
+from the task's ``means``/``stds``, else the datamodule's (read in ``setup``), else the
+backbone's pretraining statistics. It runs in the step, not in ``on_after_batch_transfer``:
+Lightning (2.x) runs only *one* ``on_after_batch_transfer``, the datamodule's when it defines
+one, so normalising there would silently be skipped by a datamodule that augments there.
+
+Prediction. Validation, test and ``predict_step`` go through one
+:class:`~geofm.inference.predictor.Predictor` (preprocess, model, softmax), tiled by
+:func:`~geofm.inference.tiled_forward` when ``tiled_inference`` is set; streamed scenes use
+the same predictor (:func:`geofm.inference.task_scenes.predict_task_scenes`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 
+from geofm.inference.predictor import Predictor, activate, probabilities_to_logits
 from geofm.models.model import ModelOutput
+from geofm.models.preprocess import Preprocess
 from geofm.registry import MODEL_FACTORY_REGISTRY
 from geofm.tasks import plotting
 from geofm.tasks.losses import build_loss
@@ -40,7 +47,7 @@ log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
 
 # Keys of a batch that are inputs or targets; everything else is passed through to predictions.
-_DATA_KEYS = ("image", "mask", "label")
+_DATA_KEYS = ("image", "mask", "label", "temporal_coords", "location_coords")
 
 _FREEZE = (
     ("freeze_backbone", "freeze_encoder"),
@@ -59,6 +66,20 @@ def _tiled_forward_function() -> Any:
             f"not provide ({err}). Remove tiled_inference to predict whole images."
         ) from err
     return tiled_forward
+
+
+def _datamodule_preprocess_settings(datamodule: Any) -> dict[str, Any]:
+    """What a datamodule says about preprocessing: geofm's describe it all, others (TorchGeo)
+    may have ``means``/``stds``/``constant_scale`` attributes."""
+    describe = getattr(datamodule, "preprocess_settings", None)
+    if callable(describe):
+        return {k: v for k, v in describe().items() if v is not None}
+    settings = {
+        "mean": getattr(datamodule, "means", None),
+        "std": getattr(datamodule, "stds", None),
+        "constant_scale": getattr(datamodule, "constant_scale", None),
+    }
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 class BaseTask(LightningModule, ABC):
@@ -92,8 +113,9 @@ class BaseTask(LightningModule, ABC):
         freeze_backbone: Freeze the encoder (no gradients, norm statistics fixed).
         freeze_decoder: Freeze the necks and decoder.
         freeze_head: Freeze the head.
-        means: Per-band means; overrides the datamodule's ``means``.
-        stds: Per-band standard deviations; overrides the datamodule's ``stds``.
+        means: Per-band means (in ``constant_scale``-d units); override the datamodule's
+            ``means`` and the backbone's pretraining statistics.
+        stds: Per-band standard deviations, given with ``means``.
         tiled_inference: Keyword arguments of ``geofm.inference.tiled_forward``
             (``{"tile_size": 224, "overlap": 32}``), used in validation, test and predict.
         plot_on_val: Log an image | label | prediction figure of the first sample of the first
@@ -109,8 +131,8 @@ class BaseTask(LightningModule, ABC):
     loss_kind: ClassVar[str]
     #: whether the task needs ``num_classes``
     needs_num_classes: ClassVar[bool] = True
-    #: batch keys given to the model's forward as keyword arguments
-    model_input_keys: ClassVar[tuple[str, ...]] = ("temporal_coords", "location_coords")
+    #: what the predictor returns: probabilities (classes) or values (regression)
+    prediction_kind: ClassVar[str] = "probabilities"
 
     def __init__(
         self,
@@ -152,16 +174,18 @@ class BaseTask(LightningModule, ABC):
                 f"{{'tile_size': 224, 'overlap': 32}}, got {tiled_inference!r}."
             )
         self.num_classes = self._resolve_num_classes() if self.needs_num_classes else None
-        self.register_buffer("norm_mean", None, persistent=False)
-        self.register_buffer("norm_std", None, persistent=False)
+        self.preprocess = Preprocess()
         if means is not None or stds is not None:
-            self.set_normalization(means, stds, source="means/stds")
+            self.preprocess.configure(mean=means, std=stds, source="the task's means/stds")
         self._expected_bands: list[tuple[int, str]] | None = None
+        self._missing_inputs_logged: set[str] = set()
         self._updated_stages: set[str] = set()
         self._plot_skipped_logged = False
         self.configure_models(model)
         self.configure_losses(loss if isinstance(loss, nn.Module) else None)
         self.configure_metrics()
+        # Holds references, not copies: the one prediction function of every route.
+        self.predictor = Predictor(self.model, self.preprocess, self.prediction_kind)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ configuration
     def _resolve_num_classes(self) -> int:
@@ -239,7 +263,7 @@ class BaseTask(LightningModule, ABC):
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_hparams)
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    # ------------------------------------------------------------------ normalisation
+    # ------------------------------------------------------------------ preprocessing
     def set_normalization(
         self, means: Sequence[float] | None, stds: Sequence[float] | None, source: str = "means/stds"
     ) -> None:
@@ -248,39 +272,63 @@ class BaseTask(LightningModule, ABC):
         Raises:
             ValueError: when only one is given, their lengths differ, or a std is not positive.
         """
-        if means is None or stds is None:
-            raise ValueError(f"{source}: give both means and stds (got means={means}, stds={stds}).")
-        mean = torch.as_tensor(list(means), dtype=torch.float32, device=self.device).flatten()
-        std = torch.as_tensor(list(stds), dtype=torch.float32, device=self.device).flatten()
-        if mean.numel() != std.numel():
-            raise ValueError(f"{source}: {mean.numel()} means but {std.numel()} stds.")
-        if not bool((std > 0).all()):
-            raise ValueError(f"{source}: stds must be positive, got {std.tolist()}.")
-        self.norm_mean, self.norm_std = mean, std
+        self.preprocess.configure(mean=means, std=stds, source=source)
         self._expected_bands = None
-        self._normalization_source = source
 
     def setup(self, stage: str) -> None:
-        """Take the datamodule's ``means``/``stds`` unless the task was given its own."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.hparams.means is None and self.hparams.stds is None and datamodule is not None:
-            means, stds = getattr(datamodule, "means", None), getattr(datamodule, "stds", None)
-            if means is not None or stds is not None:
-                self.set_normalization(means, stds, source=f"{type(datamodule).__name__}.means/stds")
+        """Complete the preprocessing from the datamodule, then from the backbone.
+
+        The datamodule gives ``constant_scale``, ``no_data_replace`` and band names; its
+        ``means``/``stds`` apply unless the task was given its own. Without either, a backbone
+        that declares pretraining statistics for its input bands (``pretrained_stats``)
+        provides them (logged). A checkpoint loaded afterwards replaces all of it with what
+        the model was trained with.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        self.configure_preprocess(datamodule)
         if self.hparams.tiled_inference:
             _tiled_forward_function()  # fail now rather than after a training epoch
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.norm_mean is not None:
-            checkpoint["geofm_normalization"] = {
-                "means": self.norm_mean.tolist(),
-                "stds": self.norm_std.tolist(),
-            }
+    def configure_preprocess(self, datamodule: Any = None) -> None:
+        """Take ``datamodule``'s preprocessing settings, then the backbone's statistics if none."""
+        if datamodule is not None:
+            settings = _datamodule_preprocess_settings(datamodule)
+            if self.hparams.means is not None:
+                settings.pop("mean", None), settings.pop("std", None)
+            source = f"{type(datamodule).__name__}.means/stds"
+            self.preprocess.configure(**settings, source=source)
+        if not self.preprocess.has_statistics:
+            self._use_pretrained_statistics()
+        self._expected_bands = None
+
+    def _use_pretrained_statistics(self) -> None:
+        encoder = getattr(self.model, "encoder", None)
+        stats = getattr(encoder, "pretrained_stats", None)
+        if not stats:
+            return
+        self.preprocess.configure(
+            mean=stats["mean"], std=stats["std"], source="the backbone's pretraining statistics"
+        )
+        log.info(
+            "No means/stds given: normalising with %s's pretraining statistics for bands %s "
+            "(means %s, stds %s). Set data.init_args.means/stds to use your own.",
+            type(encoder).__name__,
+            stats.get("bands"),
+            [round(float(v), 4) for v in stats["mean"]],
+            [round(float(v), 4) for v in stats["std"]],
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("geofm_normalization")
-        if saved is not None:
-            self.set_normalization(saved["means"], saved["stds"], source="the checkpoint's means/stds")
+        # Checkpoints of geofm 0.1 kept the statistics beside the state dict.
+        state = checkpoint.get("state_dict", {})
+        legacy = checkpoint.get("geofm_normalization")
+        if "preprocess.mean" not in state:
+            means = legacy["means"] if legacy else []
+            stds = legacy["stds"] if legacy else []
+            state["preprocess.mean"] = torch.tensor(means, dtype=torch.float32)
+            state["preprocess.std"] = torch.tensor(stds, dtype=torch.float32)
+            state.setdefault("preprocess._extra_state", self.preprocess.get_extra_state())
+        self._expected_bands = None
 
     def _expected_band_counts(self) -> list[tuple[int, str]]:
         """``(bands, what says so)`` for every setting that fixes the number of input bands."""
@@ -303,13 +351,13 @@ class BaseTask(LightningModule, ABC):
                         "model_args.backbone_in_chans to the batch's band count)",
                     )
                 )
-        if self.norm_mean is not None:
-            count = self.norm_mean.numel()
-            expected.append((count, f"{self._normalization_source} has {count} values per band list"))
+        if self.preprocess.has_statistics:
+            count = self.preprocess.mean.numel()
+            expected.append((count, f"{self.preprocess.source} has {count} values per band list"))
         return expected
 
-    def _prepare_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """Check the band count and normalise ``batch["image"]`` (on the task's device)."""
+    def _check_batch(self, batch: Mapping[str, Any]) -> None:
+        """A dict batch whose image has the band count every setting expects."""
         if not isinstance(batch, Mapping) or "image" not in batch:
             raise TypeError(
                 f"{type(self).__name__} expects dict batches with an 'image' key (TorchGeo "
@@ -318,8 +366,6 @@ class BaseTask(LightningModule, ABC):
                 + "."
             )
         image = batch["image"]
-        if not image.is_floating_point():
-            image = image.float()
         if self._expected_bands is None:
             self._expected_bands = self._expected_band_counts()
         bands = image.shape[1]
@@ -328,61 +374,53 @@ class BaseTask(LightningModule, ABC):
                 raise ValueError(
                     f"{what} but the batch has {bands} bands (image shape {tuple(image.shape)})."
                 )
-        if self.norm_mean is not None:
-            shape = (1, bands) + (1,) * (image.ndim - 2)  # works for (B, C, H, W) and (B, C, T, H, W)
-            image = (image - self.norm_mean.view(shape)) / self.norm_std.view(shape)
-        return {**batch, "image": image}
 
     # ------------------------------------------------------------------ forward
     def forward(self, image: torch.Tensor, **kwargs: Any) -> ModelOutput:
-        """The model's output for a normalised ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
-        out = self.model(image, **kwargs)
-        return ModelOutput(
-            self.adapt_output(out.output),
-            {name: self.adapt_output(value) for name, value in out.auxiliary_heads.items()},
-        )
+        """The model's output for a raw ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
 
-    def adapt_output(self, output: torch.Tensor) -> torch.Tensor:
-        """Bring a model output to the task's shape (identity; regression drops a channel of 1)."""
-        return output
+        The image goes through the task's preprocessing first; ``kwargs`` are the model's
+        extra inputs (``temporal_coords``, ``location_coords``).
+        """
+        return self.model(self.preprocess(image), **kwargs)
 
-    def _model_kwargs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        return {key: batch[key] for key in self.model_input_keys if key in batch}
+    def _model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The batch entries the model takes as keyword inputs (its ``extra_inputs``)."""
+        wanted = self.predictor.extra_inputs
+        declared = getattr(self.model, "extra_inputs", ())  # not merely **kwargs
+        for key in declared:
+            if key not in batch and key not in self._missing_inputs_logged:
+                self._missing_inputs_logged.add(key)
+                log.warning(
+                    "The model takes '%s' but the batches have none, so it runs without it. "
+                    "geofm datasets give temporal_coords when file names hold dates (set "
+                    "data.init_args.date_pattern) and location_coords when files have a CRS.",
+                    key,
+                )
+        return {key: batch[key] for key in wanted if key in batch}
 
-    def _inference(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """The main output, tiled when ``tiled_inference`` is set."""
-        kwargs = self._model_kwargs(batch)
+    def _inference(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and probabilities of the predictor (for regression: values, twice).
+
+        Tiled when ``tiled_inference`` is set: the predictor's probabilities are blended, and
+        the logits returned are those whose softmax gives the blend (for losses). Regression
+        values come back as ``(B, H, W)``.
+        """
+        inputs = self._model_inputs(batch)
         image = batch["image"]
         options = self.hparams.tiled_inference
         if not options:
-            return self(image, **kwargs).output
-        tiled_forward = _tiled_forward_function()
-        if not kwargs:
-            return self.adapt_output(tiled_forward(self._tile_function({}), image, **options))
-        # tiled_forward batches tiles of different images together, so per-image inputs
-        # (temporal_coords...) go one image at a time.
-        outputs = [
-            tiled_forward(
-                self._tile_function({key: value[i : i + 1] for key, value in kwargs.items()}),
-                image[i : i + 1],
-                **options,
-            )
-            for i in range(image.shape[0])
-        ]
-        return self.adapt_output(torch.cat(outputs))
-
-    def _tile_function(self, kwargs: Mapping[str, Any]) -> Any:
-        """``tiles (N, C, h, w) -> (N, K, h, w)`` with one image's ``kwargs`` repeated per tile."""
-
-        def forward_tiles(tiles: torch.Tensor) -> torch.Tensor:
-            repeated = {
-                key: value.expand(tiles.shape[0], *value.shape[1:]) if torch.is_tensor(value) else value
-                for key, value in kwargs.items()
-            }
-            out = self(tiles, **repeated).output
-            return out if out.ndim == 4 else out.unsqueeze(1)
-
-        return forward_tiles
+            logits = self.predictor.logits(image, **inputs)
+            probabilities = activate(logits, self.predictor.kind)
+        else:
+            tiled_forward = _tiled_forward_function()
+            probabilities = tiled_forward(self.predictor, image, extra=inputs, **options)
+            logits = probabilities
+            if self.predictor.kind == "probabilities":
+                logits = probabilities_to_logits(probabilities)
+        if self.predictor.kind == "values":  # the model's (B, H, W), after the tiler's channel
+            return logits.squeeze(1), probabilities.squeeze(1)
+        return logits, probabilities
 
     # ------------------------------------------------------------------ steps
     @abstractmethod
@@ -398,8 +436,13 @@ class BaseTask(LightningModule, ABC):
         """Hard predictions from the model output (class map, class index, values...)."""
 
     @abstractmethod
-    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
-        """What ``predict_step`` returns for a model output, before the passed-through keys."""
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What ``predict_step`` returns, before the passed-through keys.
+
+        Args:
+            logits: The model's output (under tiled inference: logits of the blend).
+            probabilities: The predictor's probabilities (regression: values).
+        """
 
     def _metrics(self, stage: str) -> MetricCollection:
         match stage:
@@ -425,16 +468,16 @@ class BaseTask(LightningModule, ABC):
             for name, weight in weights.items()
         )
 
-    def _step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Loss, main output and prepared batch of one step; logs the loss, updates metrics."""
-        batch = self._prepare_batch(batch)
+    def _step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and main output (logits or values) of one step; logs the loss, updates metrics."""
+        self._check_batch(batch)
         target = self.target(batch)
         if stage == "train":
-            output = self(batch["image"], **self._model_kwargs(batch))
+            output = self(batch["image"], **self._model_inputs(batch))
             prediction = output.output
             loss = self.criterion(prediction, target) + self._aux_loss(output, target)
         else:
-            prediction = self._inference(batch)
+            prediction = self._inference(batch)[0]
             loss = self.criterion(prediction, target)
         self.log(
             f"{stage}/loss",
@@ -449,13 +492,13 @@ class BaseTask(LightningModule, ABC):
         if preds.numel():
             self._metrics(stage).update(preds, truth)
             self._updated_stages.add(stage)
-        return loss, prediction, batch
+        return loss, prediction
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        _, prediction, batch = self._step(batch, "val")
+        _, prediction = self._step(batch, "val")
         if batch_idx < int(self.hparams.plot_on_val) and not self.trainer.sanity_checking:
             self._plot(batch, prediction, batch_idx)
 
@@ -463,9 +506,11 @@ class BaseTask(LightningModule, ABC):
         self._step(batch, "test")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """Predictions plus every batch key other than image/mask/label (``filename``, ``crs``...)."""
-        batch = self._prepare_batch(batch)
-        result = self.prediction_outputs(self._inference(batch))
+        """Predictions plus every batch key other than the inputs and targets (``filename``,
+        ``crs``, ``nodata_mask``...)."""
+        self._check_batch(batch)
+        logits, probabilities = self._inference(batch)
+        result = self.prediction_outputs(logits, probabilities)
         result.update({key: value for key, value in batch.items() if key not in _DATA_KEYS})
         return result
 

@@ -82,8 +82,8 @@ class ClassificationTask(BaseTask):
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return prediction.argmax(dim=1)
 
-    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"prediction": self.decode(prediction), "probabilities": prediction.softmax(dim=1)}
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"prediction": self.decode(logits), "probabilities": probabilities}
 
 
 class MultiLabelClassificationTask(ClassificationTask):
@@ -97,6 +97,7 @@ class MultiLabelClassificationTask(ClassificationTask):
 
     plot_mode = "multilabel"
     loss_kind = "multilabel"
+    prediction_kind = "multilabel"
 
     def __init__(
         self,
@@ -131,5 +132,5 @@ class MultiLabelClassificationTask(ClassificationTask):
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return (prediction.sigmoid() > 0.5).long()
 
-    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"prediction": self.decode(prediction), "probabilities": prediction.sigmoid()}
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"prediction": self.decode(logits), "probabilities": probabilities}

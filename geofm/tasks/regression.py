@@ -36,6 +36,7 @@ class PixelwiseRegressionTask(BaseTask):
     plot_mode = "regression"
     loss_kind = "regression"
     needs_num_classes = False
+    prediction_kind = "values"
 
     def __init__(
         self,
@@ -58,10 +59,6 @@ class PixelwiseRegressionTask(BaseTask):
     def build_metrics(self) -> MetricCollection:
         return regression_metrics()
 
-    def adapt_output(self, output: torch.Tensor) -> torch.Tensor:
-        # (B, 1, H, W) from models that keep the channel -> (B, H, W)
-        return output.squeeze(1) if output.ndim == 4 and output.shape[1] == 1 else output
-
     def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
         return pixel_target(batch).float()
 
@@ -72,5 +69,5 @@ class PixelwiseRegressionTask(BaseTask):
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return prediction
 
-    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"prediction": prediction}
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"prediction": probabilities}

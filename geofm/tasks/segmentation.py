@@ -54,7 +54,8 @@ class SemanticSegmentationTask(BaseTask):
         class_weights: One loss weight per class.
         class_names: Names in per-class metrics (``val/IoU_<name>``) and plots.
         output_on_inference: What ``predict_step`` returns: ``"prediction"`` (class map
-            ``(B, H, W)``), ``"probabilities"`` (``(B, C, H, W)``), ``"logits"``, or a list.
+            ``(B, H, W)``), ``"probabilities"`` (``(B, C, H, W)``), ``"logits"`` (with
+            ``tiled_inference``: the log of the blended probabilities), or a list.
         **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (optimizer,
             scheduler, freezing, normalisation, tiled inference, plots).
     """
@@ -101,16 +102,16 @@ class SemanticSegmentationTask(BaseTask):
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return prediction.argmax(dim=1)
 
-    def prediction_outputs(self, prediction: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
         result = {}
         for name in _inference_outputs(self.hparams.output_on_inference):
             match name:
                 case "prediction":
-                    result[name] = prediction.argmax(dim=1)
+                    result[name] = probabilities.argmax(dim=1)
                 case "probabilities":
-                    result[name] = prediction.softmax(dim=1)
+                    result[name] = probabilities
                 case "logits":
-                    result[name] = prediction
+                    result[name] = logits
                 case _:
                     raise ValueError(f"Unknown output_on_inference entry '{name}'.")
         return result

@@ -15,6 +15,7 @@ from geofm.data import (
     GenericNonGeoSegmentationDataModule,
 )
 from geofm.data.raster import RasterError
+from geofm.models.preprocess import Preprocess
 from tests.data.fixtures import (
     CRS,
     IMAGE_NODATA,
@@ -85,7 +86,9 @@ def test_segmentation_all_stages_shapes_values(folder):
                 nodata = expected == IMAGE_NODATA
                 got = batch["image"][i].numpy()
                 np.testing.assert_array_equal(got[~nodata], expected[~nodata])
-                assert nodata.any() and np.all(got[nodata] == 0.0)
+                assert nodata.any() and np.isnan(got[nodata]).all()  # raw: nodata as NaN
+                filled = Preprocess(**dm.preprocess_settings())(batch["image"][i : i + 1])[0]
+                assert (filled.numpy()[nodata] == 0.0).all()  # no_data_replace=0
                 np.testing.assert_array_equal(batch["nodata_mask"][i].numpy(), nodata.any(axis=0))
                 label = folder.labels[name].astype(np.int64)
                 label[label == LABEL_NODATA] = -1
@@ -110,16 +113,16 @@ def test_drop_last_pin_memory_workers(folder):
     assert dm0.train_dataloader().pin_memory and not dm0.train_dataloader().persistent_workers
 
 
-def test_nodata_kept_without_replacement(folder):
-    dm = seg_dm(folder, output_bands=[1])
+def test_nodata_is_nan_and_filled_with_the_mean_without_replacement(folder):
+    dm = seg_dm(folder, output_bands=[1], means=[500.0], stds=[10.0])
     dm.setup("test")
     sample = dm.test_dataset[0]
     name = dm.test_dataset.names[0]
-    assert (
-        (sample["image"][0] == IMAGE_NODATA).sum()
-        == (folder.images[name][0] == IMAGE_NODATA).sum()
-        > 0
-    )
+    nodata = folder.images[name][0] == IMAGE_NODATA
+    assert torch.isnan(sample["image"][0]).sum() == nodata.sum() > 0
+    # Without no_data_replace, nodata takes the band mean: 0 once normalised, never NaN.
+    normalised = Preprocess(**dm.preprocess_settings())(sample["image"][None])[0, 0]
+    assert torch.isfinite(normalised).all() and (normalised[torch.from_numpy(nodata)] == 0).all()
     # Label nodata keeps its value when no_label_replace is not set.
     assert (sample["mask"] == LABEL_NODATA).sum() == 4
 
@@ -140,8 +143,9 @@ def test_constant_scale_applies_before_nodata_replacement(folder):
     sample = dm.test_dataset[0]
     written = folder.images[dm.test_dataset.names[0]][2]
     nodata = written == IMAGE_NODATA
-    np.testing.assert_allclose(sample["image"][0].numpy()[~nodata], written[~nodata] * 0.5)
-    assert np.all(sample["image"][0].numpy()[nodata] == -1.0)
+    image = Preprocess(**dm.preprocess_settings())(sample["image"][None])[0, 0].numpy()
+    np.testing.assert_allclose(image[~nodata], written[~nodata] * 0.5)
+    assert np.all(image[nodata] == -1.0)
     assert dm.constant_scale == 0.5
 
 
@@ -215,7 +219,9 @@ def test_predict_root_alone(folder):
     batch = batches[0]
     assert "mask" not in batch and batch["image"].shape == (3, 3, 32, 32)
     i = by_name(batch)["a_1"]
-    np.testing.assert_array_equal(batch["image"][i, 0].numpy(), folder.images["a_1"][3])
+    expected = folder.images["a_1"][3].astype(np.float32)
+    expected[expected == IMAGE_NODATA] = np.nan
+    np.testing.assert_array_equal(batch["image"][i, 0].numpy(), expected)
     assert dm.augment(batch, "predict") is batch  # never augmented
     with pytest.raises(ValueError, match="Stage 'fit' needs train_data_root"):
         dm.setup("fit")
@@ -393,7 +399,6 @@ data:
     batch = next(iter(dm.train_dataloader()))
     before = batch["image"].clone(), batch["mask"].clone()
     out = dm.augment(batch, "train")
-    assert torch.equal(out["image"], before[0].flip(-2)) and torch.equal(
-        out["mask"], before[1].flip(-2)
-    )
+    torch.testing.assert_close(out["image"], before[0].flip(-2), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(out["mask"], before[1].flip(-2))
     assert math.isclose(dm.stds[0], 1.0)

@@ -9,6 +9,8 @@ import pytest
 import rasterio
 import torch
 
+from geofm.models.preprocess import Preprocess
+
 from geofm.data import GenericNonGeoSegmentationDataModule
 from geofm.data.statistics import compute_statistics
 
@@ -46,13 +48,16 @@ def test_sen1floods11_chip():
     with rasterio.open(CHIP / "Spain_7370579_S2Hand.tif") as src:
         b8a = src.read(9)
         assert batch["transform"][0] == tuple(src.transform)[:6]
-    np.testing.assert_allclose(image[0, 3].numpy(), b8a.astype(np.float32) * np.float32(1e-4))
+    # Raw values from the dataset; the preprocessing the task takes from the datamodule scales.
+    np.testing.assert_array_equal(image[0, 3].numpy(), b8a.astype(np.float32))
+    scaled = Preprocess(**dm.preprocess_settings())(image)
+    np.testing.assert_allclose(scaled[0, 3].numpy(), b8a.astype(np.float32) * np.float32(1e-4))
     counts = dict(zip(*np.unique(mask.numpy(), return_counts=True), strict=True))
     assert counts == {-1: 99, 0: 192_010, 1: 70_035}
     flipped = dm.augment({k: v for k, v in batch.items()}, "test")
     assert torch.equal(flipped["mask"], mask.flip(-1)) and torch.equal(
         flipped["image"], image.flip(-1)
     )
-    stats = compute_statistics(dm.build_dataset("test"), progress=False)
+    stats = compute_statistics(dm.build_dataset("test"), progress=False, constant_scale=1e-4)
     assert stats.class_counts == {-1: 99, 0: 192_010, 1: 70_035}
     assert 0 < stats.means[0] < 1  # reflectance after constant_scale

@@ -88,5 +88,5 @@ class PositionModel(nn.Module):
 
 
 def preprocess(x: torch.Tensor) -> torch.Tensor:
-    """Scale raw uint16-range values to about [0, 1]."""
-    return x / 1000.0
+    """Scale raw uint16-range values to about [0, 1]; nodata (read as NaN) becomes 0."""
+    return torch.nan_to_num(x, nan=0.0) / 1000.0

@@ -93,8 +93,8 @@ def test_checkpoint_keeps_normalisation(tmp_path):
     path = tmp_path / "task.ckpt"
     t.save_checkpoint(path)
     loaded = SemanticSegmentationTask.load_from_checkpoint(path, model=TinyPixelModel())
-    torch.testing.assert_close(loaded.norm_mean, torch.tensor(MEANS))
-    torch.testing.assert_close(loaded.norm_std, torch.tensor(STDS))
+    torch.testing.assert_close(loaded.preprocess.mean, torch.tensor(MEANS))
+    torch.testing.assert_close(loaded.preprocess.std, torch.tensor(STDS))
     assert loaded.hparams.num_classes == 3
     for name, value in task.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], value)

@@ -36,11 +36,11 @@ def fake_inference(monkeypatch):
     """A stand-in geofm.inference whose tiled_forward cuts non-overlapping tiles."""
     calls = []
 
-    def tiled_forward(fn, image, tile_size, overlap=0):
+    def tiled_forward(fn, image, tile_size, overlap=0, extra=None):
         calls.append((tuple(image.shape), tile_size, overlap))
         rows = []
         for top in range(0, image.shape[-2], tile_size):
-            row = [fn(image[..., top:top + tile_size, left:left + tile_size])
+            row = [fn(image[..., top:top + tile_size, left:left + tile_size], **(extra or {}))
                    for left in range(0, image.shape[-1], tile_size)]
             rows.append(torch.cat(row, dim=-1))
         return torch.cat(rows, dim=-2)
@@ -55,11 +55,11 @@ def fake_inference(monkeypatch):
                                                  (PixelwiseRegressionTask, "regression", 0)])
 def test_tiled_predictions_match_whole_image(fake_inference, task_class, kind, out):
     model = PointwiseModel(out)
-    kwargs = {"num_classes": 3, "output_on_inference": "logits"} if kind == "segmentation" else {}
+    kwargs = {"num_classes": 3, "output_on_inference": "probabilities"} if kind == "segmentation" else {}
     whole = task_class(model=model, **kwargs)
     tiled = task_class(model=model, tiled_inference={"tile_size": 16, "overlap": 0}, **kwargs)
     dm = DictDataModule(make_samples(kind, n=2))
-    key = "logits" if kind == "segmentation" else "prediction"
+    key = "probabilities" if kind == "segmentation" else "prediction"
     expected = trainer().predict(whole, datamodule=dm)[0][key]
     got = trainer().predict(tiled, datamodule=dm)[0][key]
     assert fake_inference == [((2, 4, SIZE, SIZE), 16, 0)]
@@ -89,17 +89,19 @@ class TimeShiftModel(PointwiseModel):
 
 
 def test_real_tiled_forward_matches_whole_image():
-    pytest.importorskip("geofm.inference.in_memory", reason="geofm.inference is not in this tree yet")
     samples = make_samples("segmentation", n=2)
     for i, sample in enumerate(samples):
         sample["temporal_coords"] = torch.tensor([[2020.0 + i, 100.0 * i]])
     dm = DictDataModule(samples)
     model = TimeShiftModel(3)
-    whole = SemanticSegmentationTask(model=model, num_classes=3, output_on_inference="logits")
+    outputs = ["probabilities", "logits"]
+    whole = SemanticSegmentationTask(model=model, num_classes=3, output_on_inference=outputs)
     tiled = SemanticSegmentationTask(
-        model=model, num_classes=3, output_on_inference="logits",
+        model=model, num_classes=3, output_on_inference=outputs,
         tiled_inference={"tile_size": 16, "overlap": 4, "batch_size": 3},
     )
-    expected = trainer().predict(whole, datamodule=dm)[0]["logits"]
-    got = trainer().predict(tiled, datamodule=dm)[0]["logits"]
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    expected = trainer().predict(whole, datamodule=dm)[0]
+    got = trainer().predict(tiled, datamodule=dm)[0]
+    torch.testing.assert_close(got["probabilities"], expected["probabilities"], atol=1e-5, rtol=1e-5)
+    # Tiled logits are those of the blended probabilities: the same softmax.
+    torch.testing.assert_close(got["logits"].softmax(1), expected["logits"].softmax(1), atol=1e-5, rtol=1e-5)

@@ -1,9 +1,10 @@
 """What the generic datamodules share: loaders, per-split augmentation on the device, statistics.
 
-Normalisation is not done here: the datamodule exposes ``means`` and ``stds`` (one value per
-output band, after band selection) and ``constant_scale``, and the task normalises on its
-device. ``constant_scale`` is already applied by the dataset when it reads a file, so
-``means``/``stds`` are in scaled units and the task must not scale again.
+Datasets return raw values (NaN at nodata). Scaling, nodata filling and normalisation belong
+to the task's :class:`~geofm.models.preprocess.Preprocess`: the datamodule only describes
+them (:meth:`GeoTiffDataModule.preprocess_settings`: ``means``/``stds`` per output band in
+``constant_scale``-d units, ``constant_scale``, ``no_data_replace``, band names and numbers),
+and the task takes that description in its ``setup``.
 """
 
 from __future__ import annotations
@@ -65,13 +66,17 @@ class GeoTiffDataModule(pl.LightningDataModule):
         predict_dataset_bands: ``dataset_bands`` for the predict split, when its files differ.
         predict_output_bands: ``output_bands`` for the predict split; must select as many bands
             as ``output_bands`` (the model's input).
-        constant_scale: Factor applied to pixel values by the dataset at read time.
+        constant_scale: Factor applied to raw pixel values (by the task's preprocessing, before
+            normalisation).
         rgb_indices: 0-based positions, among the output bands, of red, green and blue (for
             plots).
-        no_data_replace: Value for image nodata pixels (the file's nodata value or NaN);
-            ``None`` keeps them.
+        no_data_replace: Value (in scaled units) for image nodata pixels (the file's nodata
+            value, NaN or ±inf); ``None`` uses each band's mean (0 after normalisation).
         expand_temporal_dimension: Files stack ``T`` frames of ``len(dataset_bands)`` bands,
             time-major; images become ``(C, T, H, W)``.
+        date_pattern: How to read acquisition dates for ``temporal_coords`` (see
+            :mod:`geofm.data.coords`: ``"YYYYMMDD"``, ``".YYYYDDDT"``, a regex, ``"tags"``);
+            ``None`` tries the common file-name patterns.
         train_transform: Batch augmentations for training (kornia; see
             :mod:`geofm.data.transforms`), run on the device in ``on_after_batch_transfer``.
         val_transform: The same for validation.
@@ -98,6 +103,7 @@ class GeoTiffDataModule(pl.LightningDataModule):
         rgb_indices: Sequence[int] | None = None,
         no_data_replace: float | None = None,
         expand_temporal_dimension: bool = False,
+        date_pattern: str | None = None,
         train_transform: TransformSetting = None,
         val_transform: TransformSetting = None,
         test_transform: TransformSetting = None,
@@ -123,6 +129,7 @@ class GeoTiffDataModule(pl.LightningDataModule):
         self.constant_scale = float(constant_scale)
         self.no_data_replace = no_data_replace
         self.expand_temporal_dimension = expand_temporal_dimension
+        self.date_pattern = date_pattern
         self.rgb_indices = list(rgb_indices) if rgb_indices is not None else None
 
         # Resolved now so that a wrong band name fails at construction, before any training.
@@ -202,6 +209,22 @@ class GeoTiffDataModule(pl.LightningDataModule):
             + (f" of the {sel.dataset_count} in dataset_bands" if sel.dataset_count else "")
             + "; give one value per output band (or per dataset band)."
         )
+
+    def preprocess_settings(self) -> dict[str, Any]:
+        """What the task's :class:`~geofm.models.preprocess.Preprocess` takes from this datamodule.
+
+        Returns:
+            ``mean``, ``std``, ``constant_scale``, ``no_data_replace``, ``bands`` (output band
+            names, when known) and ``band_indexes`` (1-based file band numbers, when known).
+        """
+        return {
+            "mean": self.means,
+            "std": self.stds,
+            "constant_scale": self.constant_scale,
+            "no_data_replace": self.no_data_replace,
+            "bands": self.band_names,
+            "band_indexes": list(self.selection.indexes) if self.selection.indexes else None,
+        }
 
     # ------------------------------------------------------------------ datasets
     def build_dataset(self, split: str) -> GeoTiffDataset:

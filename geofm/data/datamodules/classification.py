@@ -132,7 +132,6 @@ class GenericNonGeoClassificationDataModule(GeoTiffDataModule):
             dataset_bands=dataset_bands,
             output_bands=output_bands,
             band_keys=keys,
-            constant_scale=self.constant_scale,
-            no_data_replace=self.no_data_replace,
+            date_pattern=self.date_pattern,
             expand_temporal_dimension=self.expand_temporal_dimension,
         )

@@ -130,10 +130,9 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
             ignore_split_file_extensions=self.ignore_split_file_extensions,
             dataset_bands=overrides[0] if overrides[0] is not None else self.dataset_bands,
             output_bands=overrides[1] if overrides[1] is not None else self.output_bands,
-            constant_scale=self.constant_scale,
-            no_data_replace=self.no_data_replace,
             no_label_replace=self.no_label_replace,
             expand_temporal_dimension=self.expand_temporal_dimension,
+            date_pattern=self.date_pattern,
             with_labels=not predict,
             arg_prefix=f"{split}_",
             band_keys=(

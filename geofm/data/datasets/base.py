@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 from geofm.data.band_selection import BandSelection, BandSpec, select_bands
-from geofm.data.raster import read_image
+from geofm.data.coords import find_dates, location_coords, temporal_coords
+from geofm.data.raster import read_grid, read_image
 
 __all__ = ["GeoTiffDataset"]
 
@@ -24,10 +25,14 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
 
     A sample is a dict:
 
-    - ``image``: ``(C, H, W)`` or, with ``expand_temporal_dimension``, ``(C, T, H, W)`` float32,
-      already multiplied by ``constant_scale`` and with nodata replaced (when
-      ``no_data_replace`` is set), but not normalised;
-    - ``nodata_mask``: ``(H, W)`` bool, True where any selected band was nodata (or NaN);
+    - ``image``: ``(C, H, W)`` or, with ``expand_temporal_dimension``, ``(C, T, H, W)`` float32
+      raw values with NaN where a band is nodata (the task's
+      :class:`~geofm.models.preprocess.Preprocess` scales, fills and normalises them);
+    - ``nodata_mask``: ``(H, W)`` bool, True where any selected band was nodata (or not finite);
+    - ``temporal_coords``: ``(T, 2)`` float32 ``(year, day of year)`` per time step, when the
+      file names (or tags) give dates (see :mod:`geofm.data.coords`);
+    - ``location_coords``: ``(2,)`` float32 ``(latitude, longitude)`` of the image centre, when
+      the file has a CRS;
     - ``filename``: the image path as a string;
     - ``crs`` (WKT str or None), ``transform`` (6-tuple), ``height``, ``width``: the image grid.
 
@@ -35,9 +40,10 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
         image_files: The images, in sample order.
         dataset_bands: The file's bands in file order (see :mod:`geofm.data.band_selection`).
         output_bands: Bands to return, in order.
-        constant_scale: Factor applied to pixel values when reading.
-        no_data_replace: Value for nodata pixels; ``None`` keeps them.
         expand_temporal_dimension: Files stack ``T`` frames of ``len(dataset_bands)`` bands.
+        date_pattern: How to read acquisition dates (see :mod:`geofm.data.coords`); ``None``
+            tries the common file-name patterns and gives no ``temporal_coords`` when none
+            fits every file.
         band_keys: Names of the settings that gave ``dataset_bands`` and ``output_bands``, for
             messages (``("predict_dataset_bands", "predict_output_bands")``).
     """
@@ -48,9 +54,8 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
         *,
         dataset_bands: Sequence[BandSpec] | None = None,
         output_bands: Sequence[BandSpec] | None = None,
-        constant_scale: float = 1.0,
-        no_data_replace: float | None = None,
         expand_temporal_dimension: bool = False,
+        date_pattern: str | None = None,
         band_keys: tuple[str, str] = ("dataset_bands", "output_bands"),
     ):
         super().__init__()
@@ -64,9 +69,9 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
                 "one time step, in file order (e.g. [[1, 6]] for 6 unnamed bands)."
             )
         self.image_files = [Path(p) for p in image_files]
-        self.constant_scale = float(constant_scale)
-        self.no_data_replace = no_data_replace
         self.expand_temporal_dimension = expand_temporal_dimension
+        # File names are known now, so a pattern that misses a file fails before training.
+        self.dates, self.date_pattern = find_dates(self.image_files, date_pattern)
 
     @property
     def band_names(self) -> tuple[str, ...] | None:
@@ -76,27 +81,19 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.image_files)
 
-    def read_image_array(
-        self, index: int, replace_nodata: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def read_image_array(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The image of sample ``index`` as arrays.
 
-        Args:
-            index: Sample index.
-            replace_nodata: Write ``no_data_replace`` into nodata pixels; statistics read with
-                ``False`` and use the returned mask instead.
-
         Returns:
-            ``image`` ``(C, H, W)`` / ``(C, T, H, W)`` float32, ``nodata`` bool of the same shape,
-            and the metadata keys of a sample (``filename``, ``crs``, ``transform``, ...).
+            ``image`` ``(C, H, W)`` / ``(C, T, H, W)`` raw float32 (NaN at nodata), ``nodata``
+            bool of the same shape, and the metadata keys of a sample (``filename``, ``crs``,
+            ``transform``, ...).
         """
         path = self.image_files[index]
         image, nodata, grid = read_image(
             path,
             self.selection,
             expand_temporal_dimension=self.expand_temporal_dimension,
-            constant_scale=self.constant_scale,
-            no_data_replace=self.no_data_replace if replace_nodata else None,
             bands_key=self.bands_key,
         )
         return image, nodata, {"filename": str(path), **grid.as_metadata()}
@@ -105,11 +102,39 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
         """The image part of a sample (every key but the label)."""
         image, nodata, meta = self.read_image_array(index)
         pixel_nodata = nodata.reshape(-1, *nodata.shape[-2:]).any(axis=0)
-        return {
+        sample: dict[str, Any] = {
             "image": torch.from_numpy(image),
             "nodata_mask": torch.from_numpy(pixel_nodata),
-            **meta,
         }
+        frames = image.shape[1] if image.ndim == 4 else 1
+        coords = self.coordinates(index, meta, frames)
+        sample.update({key: torch.from_numpy(value) for key, value in coords.items()})
+        return {**sample, **meta}
+
+    def coordinates(
+        self, index: int, grid: dict[str, Any] | None = None, frames: int = 1
+    ) -> dict[str, np.ndarray]:
+        """``temporal_coords`` ``(T, 2)`` and ``location_coords`` ``(2,)`` of sample ``index``.
+
+        Args:
+            index: Sample index.
+            grid: The sample's ``crs``/``transform``/``height``/``width``; read from the file's
+                header when not given.
+            frames: Time steps of the image.
+
+        Returns:
+            The keys that can be derived: dates need ``self.dates``, locations a CRS.
+        """
+        path = self.image_files[index]
+        coords: dict[str, np.ndarray] = {}
+        if self.dates is not None:
+            coords["temporal_coords"] = temporal_coords(self.dates[index], frames, path, self.date_pattern)
+        if grid is None:
+            grid = read_grid(path).as_metadata()
+        location = location_coords(grid["crs"], grid["transform"], grid["height"], grid["width"])
+        if location is not None:
+            coords["location_coords"] = location
+        return coords
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.load_image(index)

@@ -49,11 +49,10 @@ class GenericPixelWiseDataset(GeoTiffDataset):
         dataset_bands: The image files' bands in file order (see
             :mod:`geofm.data.band_selection`).
         output_bands: Bands to return, in order.
-        constant_scale: Factor applied to image values when reading.
-        no_data_replace: Value for image nodata pixels; ``None`` keeps them.
         no_label_replace: Value for label nodata pixels; ``None`` keeps them.
         expand_temporal_dimension: Image files stack ``T`` frames; images become
             ``(C, T, H, W)``.
+        date_pattern: How to read acquisition dates (see :mod:`geofm.data.coords`).
         with_labels: Read labels; ``False`` for prediction folders of images only.
         arg_prefix: Prefix of setting names in messages (``"train_"`` gives
             ``train_data_root=...``).
@@ -73,10 +72,9 @@ class GenericPixelWiseDataset(GeoTiffDataset):
         ignore_split_file_extensions: bool = True,
         dataset_bands: Sequence[BandSpec] | None = None,
         output_bands: Sequence[BandSpec] | None = None,
-        constant_scale: float = 1.0,
-        no_data_replace: float | None = None,
         no_label_replace: float | None = None,
         expand_temporal_dimension: bool = False,
+        date_pattern: str | None = None,
         with_labels: bool = True,
         arg_prefix: str = "",
         band_keys: tuple[str, str] = ("dataset_bands", "output_bands"),
@@ -110,9 +108,8 @@ class GenericPixelWiseDataset(GeoTiffDataset):
             [f.path for f in images],
             dataset_bands=dataset_bands,
             output_bands=output_bands,
-            constant_scale=constant_scale,
-            no_data_replace=no_data_replace,
             expand_temporal_dimension=expand_temporal_dimension,
+            date_pattern=date_pattern,
             band_keys=band_keys,
         )
         self.names = [f.name for f in images]

@@ -75,7 +75,10 @@ class DatePattern:
             for token, group in _TOKENS:
                 source = source.replace(token, group)
             # Digits must not run on: "YYYYMMDD" must not match inside a longer number.
-            source = rf"(?<!\d){source}(?!\d)"
+            if pattern[0] in "YMD":
+                source = rf"(?<!\d){source}"
+            if pattern[-1] in "YMD":
+                source = rf"{source}(?!\d)"
         try:
             self.regex = re.compile(source)
         except re.error as err:

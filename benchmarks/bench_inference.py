@@ -147,12 +147,12 @@ def child(args: argparse.Namespace) -> None:
 
     from geofm.inference.streaming import predict_scene
     from geofm.inference.tiling import plan_tiles
+    from geofm.models.preprocess import Preprocess
 
     model = build_model(args.model)
     mean, std = 9000.0, 2000.0
-
-    def preprocess(x: torch.Tensor) -> torch.Tensor:
-        return (x - mean) / std
+    # The preprocessing every geofm route runs (nodata fill, normalisation).
+    preprocess = Preprocess(mean=[mean] * 3, std=[std] * 3)
 
     tile = args.tile
     batch = torch.randn(args.batch_size, 3, tile, tile) * std + mean

@@ -9,8 +9,15 @@ __all__ = ["UnknownNameError", "UnknownScopeError", "MissingDependencyError", "c
 
 
 def close_names(name: str, known: Iterable[str], n: int = 5) -> list[str]:
-    """Up to ``n`` names of ``known`` that look like ``name``, closest first."""
-    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+    """Up to ``n`` names of ``known`` that look like ``name``, closest first.
+
+    Case is ignored when comparing (``"Relu"`` finds ``"ReLU"``); exact matches come first.
+    """
+    by_lower: dict[str, list[str]] = {}
+    for candidate in known:
+        by_lower.setdefault(candidate.lower(), []).append(candidate)
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)
+    return [original for match in matches for original in by_lower[match]][:n]
 
 
 class UnknownNameError(KeyError):

@@ -38,3 +38,8 @@ def test_a_module_failing_on_its_own_import_is_reported(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="importing 'broken_dep_mod' failed.*a_dependency_that_is_missing"):
         import_object("broken_dep_mod.Thing")
+
+
+def test_suggestions_ignore_case():
+    with pytest.raises(ValueError, match=r"did you mean 'OrderedDict'.*such as 'collections.OrderedDict'"):
+        import_object("ordereddict", "collections")

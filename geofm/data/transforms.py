@@ -21,7 +21,6 @@ alike.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 import kornia.augmentation as K
 import torch
 from torch import nn
+
+from geofm.registry.class_path import import_object
 
 __all__ = ["AugmentationSpec", "BatchAugmentation", "build_augmentation"]
 
@@ -39,23 +40,7 @@ AugmentationSpec = nn.Module | type | Mapping[str, Any] | str
 
 
 def _import_class(path: str, key: str) -> type:
-    if "." not in path:
-        if hasattr(K, path):
-            return getattr(K, path)
-        raise ValueError(
-            f"{key}: '{path}' is not a class of kornia.augmentation; give a full class_path "
-            "such as 'kornia.augmentation.RandomHorizontalFlip'."
-        )
-    module_name, _, name = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"{key}: cannot import module '{module_name}' of '{path}' ({err})."
-        ) from err
-    if not hasattr(module, name):
-        raise ValueError(f"{key}: module '{module_name}' has no '{name}'.")
-    return getattr(module, name)
+    return import_object(path, "kornia.augmentation", what=f"{key}: '{path}'")
 
 
 def _tuples(value: Any) -> Any:

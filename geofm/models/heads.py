@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from geofm.registry.class_path import import_object
 
 __all__ = ["SegmentationHead", "RegressionHead", "ClassificationHead", "resolve_module"]
 
@@ -23,14 +24,7 @@ def resolve_module(spec: nn.Module | str | type | None) -> nn.Module:
     if isinstance(spec, type) and issubclass(spec, nn.Module):
         return spec()
     if isinstance(spec, str):
-        module_path, _, name = spec.rpartition(".")
-        try:
-            obj = getattr(importlib.import_module(module_path or "torch.nn"), name)
-        except (ImportError, AttributeError, ValueError):
-            raise ValueError(
-                f"Cannot import '{spec}'; give a dotted path such as 'torch.nn.ReLU'."
-            ) from None
-        return resolve_module(obj)
+        return resolve_module(import_object(spec, "torch.nn", what=f"Activation '{spec}'"))
     raise TypeError(f"Expected an nn.Module, a class or a dotted path, got {spec!r}.")
 
 

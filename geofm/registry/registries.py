@@ -2,7 +2,10 @@
 
 Native registries (``GEOFM_*``) accept registrations and import their component modules on
 first use. The combined registries (``BACKBONE_REGISTRY``...) search ours first, then the
-external sources, each reachable by its prefix (``timm_resnet18``, ``smp_Unet``).
+external model zoos, each reachable by its prefix (``timm_resnet18``, ``smp_Unet``). Each zoo
+is one module of :mod:`geofm.models.zoo` that adds its source with ``register_source``; the
+combined registries list those modules as ``locations``, so they are imported on the first
+lookup and this package imports nothing else of geofm.
 """
 
 from __future__ import annotations
@@ -11,13 +14,6 @@ from typing import Any
 
 from geofm.registry.multi_source import MultiSourceRegistry
 from geofm.registry.registry import Registry
-from geofm.registry.sources.mmseg import (
-    MmsegDecoderSource,
-    mmseg_available,
-    mmseg_missing_error,
-)
-from geofm.registry.sources.smp import SmpDecoderSource
-from geofm.registry.sources.timm import TimmBackboneSource
 
 __all__ = [
     "GEOFM_BACKBONE_REGISTRY",
@@ -30,23 +26,20 @@ __all__ = [
     "registry_summary",
 ]
 
-GEOFM_BACKBONE_REGISTRY = Registry(
-    "backbone", scope="geofm", locations=["geofm.models.backbones"]
-)
+GEOFM_BACKBONE_REGISTRY = Registry("backbone", scope="geofm", locations=["geofm.models.backbones"])
 GEOFM_DECODER_REGISTRY = Registry("decoder", scope="geofm", locations=["geofm.models.decoders"])
 GEOFM_NECK_REGISTRY = Registry("neck", scope="geofm", locations=["geofm.models.necks"])
 
+# Search order: geofm first, then the zoos in the order of their locations.
 BACKBONE_REGISTRY = MultiSourceRegistry(
-    "backbone", {"geofm": GEOFM_BACKBONE_REGISTRY, "timm": TimmBackboneSource()}
+    "backbone", geofm=GEOFM_BACKBONE_REGISTRY, locations=["geofm.models.zoo.timm"]
 )
 DECODER_REGISTRY = MultiSourceRegistry(
-    "decoder", {"geofm": GEOFM_DECODER_REGISTRY, "smp": SmpDecoderSource()}
+    "decoder",
+    geofm=GEOFM_DECODER_REGISTRY,
+    locations=["geofm.models.zoo.smp", "geofm.models.zoo.mmseg"],
 )
-if mmseg_available():
-    DECODER_REGISTRY.register_source("mmseg", MmsegDecoderSource())
-else:
-    DECODER_REGISTRY.register_unavailable_source("mmseg", mmseg_missing_error())
-NECK_REGISTRY = MultiSourceRegistry("neck", {"geofm": GEOFM_NECK_REGISTRY})
+NECK_REGISTRY = MultiSourceRegistry("neck", geofm=GEOFM_NECK_REGISTRY)
 MODEL_FACTORY_REGISTRY = Registry(
     "model factory", scope="geofm", locations=["geofm.models.factories"]
 )

@@ -9,7 +9,6 @@ takes use the optimizer's defaults. Frozen parameters (``requires_grad=False``) 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.registry.errors import close_names
+from geofm.registry.class_path import import_object
 
 __all__ = ["resolve_class", "build_optimizer", "build_scheduler", "SCHEDULER_KEYS"]
 
@@ -38,22 +37,7 @@ def resolve_class(spec: str | type, namespace: ModuleType, what: str) -> type:
         return spec
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"{what} must be a class name or a dotted class path, got {spec!r}.")
-    if "." not in spec:
-        found = getattr(namespace, spec, None)
-        if isinstance(found, type):
-            return found
-        known = [n for n in dir(namespace) if isinstance(getattr(namespace, n), type) and not n.startswith("_")]
-        hint = close_names(spec, known, n=3)
-        raise ValueError(
-            f"{what}='{spec}' is not in {namespace.__name__}"
-            + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
-            + "; give a class name from there or a full class path such as 'mypkg.module.MyClass'."
-        )
-    module_name, _, name = spec.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"{what}='{spec}' cannot be imported: {err}.") from err
+    found = import_object(spec, namespace.__name__, what=f"{what}='{spec}'")
     if not isinstance(found, type):
         raise ValueError(f"{what}='{spec}' is not a class.")
     return found

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 
 import pytest
-import torch
 
 from geofm.registry import (
     BACKBONE_REGISTRY,
@@ -15,6 +15,7 @@ from geofm.registry import (
     MultiSourceRegistry,
     Registry,
     UnknownNameError,
+    UnknownScopeError,
     registry_summary,
 )
 
@@ -81,6 +82,100 @@ def test_unknown_names():
         reg.register(name="x")
 
 
+def test_keyword_sources_as_in_terratorch():
+    _, ours, theirs = make_sources()
+    reg = MultiSourceRegistry(ours=ours, theirs=theirs)  # keyword order is search order
+    assert reg.keys() == ["ours", "theirs"] and reg.name == "unnamed"
+    assert reg.build("Both")[0] == "ours" and reg.build("OnlyTheirs")[0] == "theirs-only"
+    named = MultiSourceRegistry(name="widget", theirs=theirs, ours=ours)
+    assert named.name == "widget" and named.keys() == ["theirs", "ours"]
+    assert named.build("Both")[0] == "theirs"
+    mixed = MultiSourceRegistry("widget", {"ours": ours}, theirs=theirs)
+    assert mixed.keys() == ["ours", "theirs"]
+    with pytest.raises(TypeError, match="display name must be a string"):
+        MultiSourceRegistry({"ours": ours})
+    with pytest.raises(TypeError, match="source.build"):
+        MultiSourceRegistry(ours=3)
+
+
+def test_unknown_scopes_in_multi_source():
+    _, ours, theirs = make_sources()
+    child = Registry("widget", parent=ours, scope="ourlab")
+    child.register(name="LabNet")(lambda **kw: ("lab", kw))
+    reg = MultiSourceRegistry("widget", ours=ours, theirs=theirs)
+    assert reg.build("ourlab.LabNet")[0] == "lab"
+    assert reg.build({"type": "LabNet", "_scope_": "ourlab"})[0] == "lab"
+    assert reg.scopes() == ["ourlab", "ours", "theirs"]
+    with pytest.raises(UnknownScopeError) as info:
+        reg.build("nolab.LabNet")
+    assert "known scopes: 'ourlab', 'ours', 'theirs'" in str(info.value)
+    assert info.value.suggestions == ["ourlab"]  # the closest scope
+    with pytest.raises(UnknownScopeError, match="known scopes: 'ourlab', 'ours', 'theirs'"):
+        reg.build({"type": "LabNet", "_scope_": "nolab"})
+    assert "nolab.LabNet" not in reg
+
+
+def write_zoo(tmp_path, module: str, prefix: str, registry_attr: str) -> None:
+    (tmp_path / f"{module}.py").write_text(
+        f"from tests.registry.test_multi_source import {registry_attr} as REG\n"
+        "from geofm.registry import Registry\n"
+        f"REG.register_source({prefix!r}, Registry({prefix!r}, Zoo{prefix}=lambda: {prefix!r}))\n"
+    )
+
+
+def test_zoo_locations_are_imported_on_first_lookup(tmp_path, monkeypatch):
+    global LAZY_ZOO
+    write_zoo(tmp_path, "lazy_zoo_a", "zooa", "LAZY_ZOO")
+    write_zoo(tmp_path, "lazy_zoo_b", "zoob", "LAZY_ZOO")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, ours, _ = make_sources()
+    LAZY_ZOO = MultiSourceRegistry("widget", ours=ours, locations=["lazy_zoo_a", "lazy_zoo_b"])
+    try:
+        repr(LAZY_ZOO)
+        assert "lazy_zoo_a" not in sys.modules and "lazy_zoo_b" not in sys.modules
+        assert "Zoozoob" in LAZY_ZOO  # the first lookup imports every location, in order
+        assert "lazy_zoo_a" in sys.modules and "lazy_zoo_b" in sys.modules
+        assert LAZY_ZOO.keys() == ["ours", "zooa", "zoob"]
+        assert LAZY_ZOO.build("zooa_Zoozooa") == "zooa"
+    finally:
+        for module in ("lazy_zoo_a", "lazy_zoo_b"):
+            sys.modules.pop(module, None)
+
+
+def test_zoo_imported_directly_keeps_the_search_order(tmp_path, monkeypatch):
+    global ORDERED_ZOO
+    write_zoo(tmp_path, "ordered_zoo_a", "zooa", "ORDERED_ZOO")
+    write_zoo(tmp_path, "ordered_zoo_b", "zoob", "ORDERED_ZOO")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, ours, _ = make_sources()
+    ORDERED_ZOO = MultiSourceRegistry("widget", ours=ours, locations=["ordered_zoo_a", "ordered_zoo_b"])
+    try:
+        importlib.import_module("ordered_zoo_b")  # before any lookup, and out of order
+        assert ORDERED_ZOO.keys() == ["ours", "zooa", "zoob"]
+    finally:
+        for module in ("ordered_zoo_a", "ordered_zoo_b"):
+            sys.modules.pop(module, None)
+
+
+def test_real_zoos_load_on_first_lookup():
+    code = (
+        "import sys\n"
+        "from geofm.registry import BACKBONE_REGISTRY, DECODER_REGISTRY\n"
+        "zoos = ['geofm.models.zoo.timm', 'geofm.models.zoo.smp', 'geofm.models.zoo.mmseg']\n"
+        "print([m for m in zoos if m in sys.modules])\n"
+        "assert 'resnet18' in BACKBONE_REGISTRY\n"
+        "print([m for m in zoos if m in sys.modules])\n"
+        "print(DECODER_REGISTRY.keys())\n"
+        "print([m for m in zoos if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after_backbone, decoder_keys, after_decoder = out.stdout.strip().splitlines()
+    assert before == "[]"
+    assert after_backbone == "['geofm.models.zoo.timm']"
+    assert decoder_keys.startswith("['geofm', 'smp'")
+    assert after_decoder == str(["geofm.models.zoo.timm", "geofm.models.zoo.smp", "geofm.models.zoo.mmseg"])
+
+
 def test_suggestions_for_prithvi_names():
     # The real backbone, registered by geofm.models.backbones.prithvi_vit on first lookup (a
     # stand-in registered here with force=True replaced it for every later test).
@@ -88,54 +183,6 @@ def test_suggestions_for_prithvi_names():
         BACKBONE_REGISTRY.build("prithvi_eo_v2_30")
     assert "prithvi_eo_v2_300" in info.value.suggestions
     assert len(info.value.suggestions) <= 5
-
-
-def test_timm_source_membership_is_cheap_and_builds_features():
-    assert BACKBONE_REGISTRY.keys()[:2] == ["geofm", "timm"]
-    assert "resnet50" in BACKBONE_REGISTRY
-    assert "timm_resnet50" in BACKBONE_REGISTRY
-    assert "timm_not_a_model" not in BACKBONE_REGISTRY
-    fresh = type(BACKBONE_REGISTRY["timm"])()
-    assert all(name in fresh for name in ["resnet50", "vit_small_patch16_224"] * 100)
-    assert fresh._name_cache is None  # membership never listed all of timm
-    backbone = BACKBONE_REGISTRY.build("timm_resnet18", pretrained=False, in_chans=6)
-    features = backbone(torch.randn(2, 6, 64, 64))
-    assert isinstance(features, list)
-    assert [f.shape[1] for f in features] == backbone.out_channels == [64, 64, 128, 256, 512]
-    assert [f.shape[-1] for f in features] == [32, 16, 8, 4, 2]
-
-
-def test_timm_registration_refused():
-    with pytest.raises(TypeError):
-        BACKBONE_REGISTRY["timm"].register(lambda: None)
-
-
-@pytest.mark.parametrize("arch", ["Unet", "FPN", "DeepLabV3Plus", "PSPNet", "UnetPlusPlus"])
-def test_smp_decoders(arch):
-    channels = [64, 64, 128, 256, 512]
-    decoder = DECODER_REGISTRY.build(f"smp_{arch}", channels)
-    features = [torch.randn(2, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate(channels)]
-    out = decoder(features)
-    assert out.shape[:2] == (2, decoder.out_channels)
-
-
-def test_smp_decoder_arguments_reach_smp():
-    decoder = DECODER_REGISTRY.build(
-        "smp_Unet", [16, 32, 64], decoder_channels=[48, 24, 12]
-    )
-    assert decoder.out_channels == 12
-    out = decoder([torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate([16, 32, 64])])
-    assert out.shape == (2, 12, 64, 64)
-    assert set(DECODER_REGISTRY["smp"]) >= {"Unet", "FPN", "DeepLabV3Plus", "PSPNet"}
-
-
-def test_mmseg_missing_gives_install_hint():
-    if "mmseg" in DECODER_REGISTRY.keys():
-        pytest.skip("mmsegmentation is installed")
-    with pytest.raises(ImportError, match=r"pip install 'geofm\[mmseg\]'"):
-        DECODER_REGISTRY.build("mmseg_UPerHead", [64])
-    assert not any(name.startswith("mmseg_") for name in DECODER_REGISTRY)
-    assert "mmseg_UPerHead" not in DECODER_REGISTRY  # membership answers, build explains
 
 
 def test_summary_is_json():
@@ -148,10 +195,13 @@ def test_summary_is_json():
         registry_summary(["nope"])
 
 
-def test_import_geofm_is_light():
+@pytest.mark.parametrize(
+    "imports",
+    ["import geofm; geofm.BACKBONE_REGISTRY", "import geofm.registry", "import geofm.models, geofm.models.zoo"],
+)
+def test_import_geofm_is_light(imports):
     code = (
-        "import sys, geofm, geofm.registry\n"
-        "geofm.BACKBONE_REGISTRY\n"
+        f"import sys; {imports}\n"
         "heavy = ['timm', 'segmentation_models_pytorch', 'lightning', 'rasterio']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
@@ -173,12 +223,3 @@ def test_public_names_resolve():
 
     for name in geofm.__all__:
         assert getattr(geofm, name) is not None
-
-
-def test_smp_decoder_refuses_what_it_cannot_honour():
-    from geofm.models.decoders.smp_decoder import SmpDecoder
-
-    with pytest.raises(ValueError, match="builds its own encoder"):
-        SmpDecoder([64, 128], arch="DPT")
-    with pytest.raises(ValueError, match="classes"):
-        DECODER_REGISTRY.build("smp_Unet", [16, 32, 64], classes=3)

@@ -7,7 +7,14 @@ import textwrap
 
 import pytest
 
-from geofm.registry import Registry, UnknownNameError, build_from_cfg, default_scope
+from geofm.registry import (
+    Registry,
+    UnknownNameError,
+    UnknownScopeError,
+    build_from_cfg,
+    current_default_scope,
+    default_scope,
+)
 
 
 class Alpha:
@@ -48,7 +55,7 @@ def test_register_forms(reg):
         pass
 
     reg.register(beta)
-    reg.register("beta_alias", beta)
+    reg.register(name="beta_alias")(beta)
     reg.register(name=["x1", "x2"], module=Alpha)
     assert reg.get("A") is A and reg.get("B") is B and reg.get("alias") is C
     assert reg.get("beta") is beta and reg.get("beta_alias") is beta
@@ -61,6 +68,32 @@ def test_register_rejects_non_callable(reg):
         reg.register(42)
     with pytest.raises(TypeError, match="callable"):
         reg.register(name="n")(42)
+
+
+@pytest.mark.parametrize("call", [lambda r: r.register("alias"), lambda r: r.register("alias", beta)])
+def test_register_string_shows_the_decorator_form(reg, call):
+    # Names go in name=: a positional string is an object to register, and not a callable one.
+    with pytest.raises(TypeError) as info:
+        call(reg)
+    message = str(info.value)
+    assert "@REG.register" in message and "REG.register(name='alias')(obj)" in message
+    assert "alias" not in reg
+
+
+def test_registry_from_elements():
+    # TerraTorch's form: the keywords are the entries.
+    reg = Registry(beta=beta, Alpha=Alpha)
+    assert sorted(reg) == ["Alpha", "beta"] and len(reg) == 2
+    assert reg["beta"] is beta and reg.build("beta", x=3) == ("beta", 3, 2)
+    assert reg.name == "unnamed" and reg.scope is None
+    named = Registry("thing", scope="elements", b=beta)
+    assert named.name == "thing" and named.get("b") is beta
+    with pytest.raises(TypeError, match="'a' must be callable"):
+        Registry(a=3)
+    with pytest.raises(TypeError, match="name must be a string"):
+        Registry(name=beta)  # an entry called "name" goes through register(name=...)
+    with pytest.raises(UnknownNameError):
+        reg["gamma"]
 
 
 def test_register_taken_name_needs_force(reg):
@@ -121,6 +154,14 @@ def test_hierarchy_and_scopes():
     assert child.get("root.Shared") is Alpha
     with pytest.raises(UnknownNameError):
         child.get("other.Nothing")
+    # An unknown scope is an error naming the known ones, never a silent unscoped search.
+    with pytest.raises(UnknownScopeError) as info:
+        child.get("nope.Shared")
+    assert info.value.known == ["lab", "other", "root"]
+    assert "'nope.Shared' names scope 'nope'" in str(info.value)
+    assert "'lab', 'other', 'root'" in str(info.value)
+    assert isinstance(info.value, KeyError)
+    assert "nope.Shared" not in child  # membership answers, get() explains
     with pytest.raises(ValueError, match="scope"):
         Registry("model", parent=root)
 
@@ -137,6 +178,44 @@ def test_default_scope_switches_resolution():
     # ``_scope_`` in a config dict does the same for one build.
     assert root.build({"type": "Net", "_scope_": "lab", "x": 3}) == ("beta", 3, 2)
     assert isinstance(root.build({"type": "Net"}), Alpha)
+
+
+def test_unknown_default_scope_is_an_error():
+    root = Registry("model", scope="known_root")
+    Registry("model", parent=root, scope="known_lab")
+    with pytest.raises(UnknownScopeError) as info:
+        default_scope("nope")  # raised by the call, before any block
+    assert "'nope' is not a scope of any registry" in str(info.value)
+    assert {"known_root", "known_lab"} <= set(info.value.known)
+    assert current_default_scope() is None
+
+
+def test_unknown_config_scope_is_an_error():
+    root = Registry("model", scope="cfg_root")
+    Registry("model", parent=root, scope="cfg_lab")
+    root.register(name="Net")(Alpha)
+    other = Registry("model", scope="elsewhere")  # known, but not in root's tree
+    with pytest.raises(UnknownScopeError) as info:
+        root.build({"type": "Net", "_scope_": "cfg_lba"})
+    assert info.value.known == ["cfg_lab", "cfg_root"]
+    assert "known scopes: 'cfg_lab', 'cfg_root'" in str(info.value)
+    assert info.value.suggestions == ["cfg_lab"]
+    with pytest.raises(UnknownScopeError, match="elsewhere"):
+        root.build({"type": "Net", "_scope_": "elsewhere"})
+    assert other.scope == "elsewhere"
+
+
+def test_default_scope_of_another_tree_is_logged(caplog):
+    # A default scope concerns one kind of component; other trees resolve as usual, and say so.
+    lab = Registry("thing", scope="warn_lab")  # kept: only live registries' scopes are known
+    plain = Registry("other", scope="warn_plain")
+    plain.register(name="Net")(Alpha)
+    with caplog.at_level("WARNING", logger="geofm.registry.registry"), default_scope("warn_lab"):
+        assert plain.get("Net") is Alpha
+        assert plain.get("Net") is Alpha
+    messages = [r.getMessage() for r in caplog.records if "warn_lab" in r.getMessage()]
+    assert len(messages) == 1 and "warn_plain" in messages[0]
+    assert lab.scope == "warn_lab"
 
 
 def test_lazy_locations(tmp_path, monkeypatch):

@@ -582,4 +582,4 @@ def _make_builder(variant: PrithviVariant) -> Callable[..., PrithviViT]:
 
 
 for _variant in VARIANTS.values():
-    GEOFM_BACKBONE_REGISTRY.register(_variant.name, _make_builder(_variant))
+    GEOFM_BACKBONE_REGISTRY.register(name=_variant.name)(_make_builder(_variant))

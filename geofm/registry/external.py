@@ -1,4 +1,8 @@
-"""Base class of the read-only sources backed by an external library."""
+"""Base class of the read-only sources backed by an external library (a model zoo).
+
+The zoo modules themselves live in :mod:`geofm.models.zoo`; this base is generic, so it stays
+in the registry package.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Any timm model as a features-only backbone."""
+"""timm as a backbone zoo: every timm model, built features-only (``timm_resnet18``).
+
+Registers :class:`TimmBackboneSource` in ``BACKBONE_REGISTRY`` under the prefix ``timm``.
+timm itself is imported only when a name is looked up or built.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TimmBackbone"]
+from geofm.registry import BACKBONE_REGISTRY
+from geofm.registry.external import ExternalSource
+
+__all__ = ["TimmBackbone", "TimmBackboneSource"]
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +81,29 @@ class TimmBackbone(nn.Module):
         them.
         """
         return list(self.model(x))
+
+
+class TimmBackboneSource(ExternalSource):
+    """timm models as backbones (``BACKBONE_REGISTRY.build("timm_resnet18", in_chans=6)``).
+
+    Membership asks timm's own registry (a dict lookup); the full name list is computed once,
+    only when someone iterates.
+    """
+
+    name = "timm backbone"
+
+    def _names(self) -> tuple[str, ...]:
+        import timm
+
+        return tuple(timm.list_models())
+
+    def _knows(self, name: str) -> bool:
+        import timm
+
+        return timm.is_model(name)
+
+    def _build(self, name: str, *args: Any, **kwargs: Any) -> TimmBackbone:
+        return TimmBackbone(name, *args, **kwargs)
+
+
+BACKBONE_REGISTRY.register_source("timm", TimmBackboneSource())

@@ -1,4 +1,8 @@
-"""The decoder of any segmentation_models_pytorch architecture, on any backbone's features."""
+"""segmentation_models_pytorch as a decoder zoo: each architecture's decoder, on any backbone.
+
+Registers :class:`SmpDecoderSource` in ``DECODER_REGISTRY`` under the prefix ``smp``
+(``smp_Unet``, ``smp_FPN``...). smp itself is imported only when a name is looked up or built.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SmpDecoder"]
+from geofm.registry import DECODER_REGISTRY
+from geofm.registry.external import ExternalSource
+
+__all__ = ["SmpDecoder", "SmpDecoderSource"]
 
 
 class _ChannelsOnlyEncoder(nn.Module):
@@ -150,3 +157,29 @@ def _default_decoder_channels(arch_class: type) -> Any:
 
 def _first_conv(module: nn.Module) -> nn.Conv2d:
     return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+
+
+class SmpDecoderSource(ExternalSource):
+    """smp decoders (``DECODER_REGISTRY.build("smp_Unet", [64, 128, 256, 512])``).
+
+    Names are smp's architecture class names (``Unet``, ``FPN``, ``DeepLabV3Plus``...).
+    """
+
+    name = "smp decoder"
+
+    def _names(self) -> tuple[str, ...]:
+        import segmentation_models_pytorch as smp
+
+        # Architectures tied to one encoder family (DPT builds its own timm ViT) are left out:
+        # only those that take their encoder from smp's ``get_encoder`` accept our backbones.
+        return tuple(
+            arch.__name__
+            for arch in smp.MODEL_ARCHITECTURES_MAPPING.values()
+            if hasattr(importlib.import_module(arch.__module__), "get_encoder")
+        )
+
+    def _build(self, name: str, *args: Any, **kwargs: Any) -> SmpDecoder:
+        return SmpDecoder(*args, arch=name, **kwargs)
+
+
+DECODER_REGISTRY.register_source("smp", SmpDecoderSource())

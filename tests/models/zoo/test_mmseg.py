@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from geofm.registry.sources.mmseg import MmsegDecoderSource
+from geofm.models.zoo.mmseg import MmsegDecoderSource
+from geofm.registry import DECODER_REGISTRY
 
 
 class FakeHead(nn.Module):
@@ -66,3 +67,12 @@ def test_single_index_head(fake_mmseg):
     decoder = MmsegDecoderSource().build("FCNHead", [8, 16], num_classes=2, in_index=-1)
     assert fake_mmseg[-1]["in_channels"] == 16 and "input_transform" not in fake_mmseg[-1]
     assert decoder([torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]).shape == (1, 2, 4, 4)
+
+
+def test_mmseg_missing_gives_install_hint():
+    if "mmseg" in DECODER_REGISTRY.keys():
+        pytest.skip("mmsegmentation is installed")
+    with pytest.raises(ImportError, match=r"pip install 'geofm\[mmseg\]'"):
+        DECODER_REGISTRY.build("mmseg_UPerHead", [64])
+    assert not any(name.startswith("mmseg_") for name in DECODER_REGISTRY)
+    assert "mmseg_UPerHead" not in DECODER_REGISTRY  # membership answers, build explains

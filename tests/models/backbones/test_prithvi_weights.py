@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from geofm.data.bands import HLSBands
 from geofm.models.backbones.prithvi_vit import VARIANTS
-from geofm.models.backbones.prithvi_weights import find_cached_file
+from geofm.models.backbones.pretrained import PRETRAINED_CONFIGS, find_cached_file
 from geofm.registry import BACKBONE_REGISTRY
 
 LAYOUTS = Path(__file__).parents[3] / ".." / "shared" / "specs" / "prithvi_state_dict_layouts.json"
@@ -155,7 +155,8 @@ def test_layout_generator_matches_spec_file() -> None:
 def test_model_state_dict_has_the_official_names(name: str) -> None:
     model = build(name)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == encoder_layout(name)
-    assert VARIANTS[name].hub_file is None or VARIANTS[name].hub_file.endswith(".pt")
+    hub_file = PRETRAINED_CONFIGS[name].hub_file
+    assert hub_file is None or hub_file.endswith(".pt")
 
 
 # ------------------------------------------------------------------------------ every variant

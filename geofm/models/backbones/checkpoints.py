@@ -38,6 +38,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_Prepare = Callable[
+    [dict[str, torch.Tensor], Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]
+]
+
 PATCH_EMBED_KEY = "patch_embed.proj.weight"
 """The first layer of timm-style ViTs and Swins: adapted to the bands, and the key that
 locates the backbone in a checkpoint."""
@@ -269,8 +273,7 @@ def load_backbone_checkpoint(
     pretrained_bands: Sequence[Band],
     model: str,
     what: str,
-    prepare: Callable[[dict[str, torch.Tensor], Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]]
-    | None = None,
+    prepare: _Prepare | None = None,
     hints: Mapping[str, str] | None = None,
 ) -> None:
     """Load a weight file (or its loaded mapping) into a backbone, in place.

@@ -417,8 +417,9 @@ class PrithviViT(nn.Module):
         pos_embed = resize_pos_embed(self.pos_embed, self.grid_size, grid)
         tokens = tokens + pos_embed[:, 1:]
         if self.temporal_embed_enc is not None and temporal_coords is not None:
-            if isinstance(temporal_coords, torch.Tensor) and temporal_coords.ndim == 2 and frames == 1:
-                temporal_coords = temporal_coords.unsqueeze(1)
+            one_frame = frames == 1 and isinstance(temporal_coords, torch.Tensor)
+            if one_frame and temporal_coords.ndim == 2:
+                temporal_coords = temporal_coords.unsqueeze(1)  # (B, 2) for a single frame
             coords = self._check_coords(
                 temporal_coords, (batch, frames, 2), "temporal_coords", "(B, T, 2)"
             )

@@ -58,7 +58,9 @@ def prepare_prithvi_state(
     for key in decoder + dropped:
         del state[key]
     if decoder:
-        log.info("%s: dropped %d MAE decoder tensors (decoder_*, mask_token).", source, len(decoder))
+        log.info(
+            "%s: dropped %d MAE decoder tensors (decoder_*, mask_token).", source, len(decoder)
+        )
     if dropped:
         log.info("%s: not loaded (recomputed or unused by this model): %s.", source, dropped)
     # Fixed sin-cos values, recomputed for the model's grid.

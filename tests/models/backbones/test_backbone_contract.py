@@ -203,7 +203,10 @@ def test_key_report_lists_every_kind_in_model_order() -> None:
 @pytest.mark.parametrize(
     ("indices", "match"),
     [
-        ([4], r"out_indices \[4\] are out of range for 4 <>s: valid indices are 0\.\.3, or -4\.\.-1"),
+        (
+            [4],
+            r"out_indices \[4\] are out of range for 4 <>s: valid indices are 0\.\.3, or -4\.\.-1",
+        ),
         ([-5, 0], r"out_indices \[-5\] are out of range"),
         ([1, -3], r"select the <>s \[1\] more than once"),
         ([], "non-empty list"),
@@ -300,7 +303,8 @@ def test_coordinates_change_the_tl_output_and_scale_zero_removes_them() -> None:
 def test_coordinate_shapes_are_checked() -> None:
     model = BACKBONE_REGISTRY.build("prithvi_eo_v2_tiny_tl", img_size=32, num_frames=2)
     x = torch.randn(1, 6, 2, 32, 32)
-    with pytest.raises(ValueError, match=r"temporal_coords must have shape \(B, T, 2\) = \(1, 2, 2\)"):
+    expected = r"temporal_coords must have shape \(B, T, 2\) = \(1, 2, 2\)"
+    with pytest.raises(ValueError, match=expected):
         model(x, temporal_coords=torch.zeros(1, 3, 2))
     with pytest.raises(ValueError, match=r"location_coords must have shape \(B, 2\) = \(1, 2\)"):
         model(x, location_coords=torch.zeros(1, 2, 2))

@@ -216,7 +216,8 @@ def test_multitemporal_forward_with_coordinates() -> None:
 def test_coordinates_without_encoding_are_an_error() -> None:
     model = build("prithvi_eo_v2_300", img_size=32)
     x = torch.empty(1, 6, 32, 32, device="meta")
-    with pytest.raises(ValueError, match="prithvi_eo_v2_300 has no time encoding.*prithvi_eo_v2_300_tl"):
+    no_time = "prithvi_eo_v2_300 has no time encoding.*prithvi_eo_v2_300_tl"
+    with pytest.raises(ValueError, match=no_time):
         model(x, temporal_coords=torch.zeros(1, 1, 2, device="meta"))
     with pytest.raises(ValueError, match="has no location encoding.*prithvi_eo_v2_300_tl"):
         model(x, location_coords=torch.zeros(1, 2, device="meta"))

@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import save_file
 
 from geofm.data.bands import HLSBands
-from geofm.models.backbones.prithvi_vit import VARIANTS
 from geofm.models.backbones.pretrained import PRETRAINED_CONFIGS, find_cached_file
 from geofm.registry import BACKBONE_REGISTRY
 

@@ -18,7 +18,15 @@ from geofm.data.bands import HLSBands
 from geofm.models.backbones.pretrained import PRETRAINED_CONFIGS, find_cached_file
 from geofm.registry import BACKBONE_REGISTRY
 
-LAYOUTS = Path(__file__).parents[3] / ".." / "shared" / "specs" / "prithvi_state_dict_layouts.json"
+# ../shared beside the checkout (also found from a worktree nested deeper, such as wt/name).
+LAYOUTS = next(
+    (
+        found
+        for parent in Path(__file__).resolve().parents[3:]
+        if (found := parent / "shared" / "specs" / "prithvi_state_dict_layouts.json").is_file()
+    ),
+    Path(__file__).parents[3] / ".." / "shared" / "specs" / "prithvi_state_dict_layouts.json",
+)
 BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2"]
 # name: (embed dim, depth, patch side, time/location scales), from the spec's variant table.
 SPEC = {

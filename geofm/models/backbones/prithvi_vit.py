@@ -46,6 +46,7 @@ from geofm.models.backbones.out_indices import check_out_indices
 from geofm.models.backbones.pos_embed import resize_pos_embed, sincos_1d, sincos_3d_pos_embed
 from geofm.models.backbones.pretrained import (
     PRETRAINED_CONFIGS,
+    PRITHVI_BANDS,
     PretrainedConfig,
     resolve_weights,
 )
@@ -510,9 +511,8 @@ def build_prithvi_vit(
             )
         variant = VARIANTS[variant]
     cfg = variant.pretrained_cfg
-    official_bands = list(cfg.bands) if cfg is not None else None
-    if pretrained_bands is None and official_bands is None:
-        raise ValueError(f"{variant.name} has no pretrained config; pass pretrained_bands=.")
+    # A variant outside the table (built by hand) is taken as pretrained on the Prithvi bands.
+    official_bands = list(cfg.bands if cfg is not None else PRITHVI_BANDS)
     pretrained_bands = resolve_bands(
         pretrained_bands if pretrained_bands is not None else official_bands,
         argument="pretrained_bands",

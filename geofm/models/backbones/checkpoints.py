@@ -7,18 +7,22 @@ Shared by the Prithvi ViT (:mod:`~geofm.models.backbones.prithvi_weights`) and P
 - :func:`backbone_tensors`: the backbone's tensors in it, found under whatever key prefix
   (``encoder.``, ``model.encoder.``...) precedes the patch embedding, prefix removed;
 - :func:`adapt_input_channels`: the patch-embedding (first-layer) weight for the model's bands,
-  channel slices copied from the checkpoint band by band.
+  channel slices copied from the checkpoint band by band;
+- :func:`check_state_dict`: the one report of missing, unexpected and mis-shaped keys;
+- :func:`load_backbone_checkpoint`: the four steps above and ``load_state_dict``, with an
+  architecture's own key handling plugged in (``prepare``).
 """
 
 from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from geofm.data.bands import KNOWN_BAND_ENUMS, Band, band_indices
 
@@ -28,9 +32,15 @@ __all__ = [
     "read_checkpoint",
     "backbone_tensors",
     "adapt_input_channels",
+    "check_state_dict",
+    "load_backbone_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
+
+_Prepare = Callable[
+    [dict[str, torch.Tensor], Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]
+]
 
 PATCH_EMBED_KEY = "patch_embed.proj.weight"
 """The first layer of timm-style ViTs and Swins: adapted to the bands, and the key that
@@ -209,3 +219,99 @@ def adapt_input_channels(
             list(pretrained_bands),
         )
     return out
+
+
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    model: str,
+) -> None:
+    """Raise one error listing every key problem between a checkpoint and a model.
+
+    The message reads ``<source> does not fit this <model>: missing keys: a, b; unexpected
+    keys: c; shape mismatches: d: checkpoint (2, 3), model (4, 3). ...``, keys in the model's
+    order (the checkpoint's for unexpected ones), at most 12 of each.
+
+    Args:
+        expected: The model's ``state_dict()``.
+        state: The checkpoint tensors, keys as in the model.
+        source: Where ``state`` came from (``ckpt_path='...'``).
+        model: What the model is, with the dimensions that tell variants apart
+            (``"Prithvi ViT (embed_dim=192, depth=12)"``).
+
+    Raises:
+        ValueError: when a key is missing, unexpected or of another shape.
+    """
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{what}: {listed(keys)}"
+        for what, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        raise ValueError(
+            f"{source} does not fit this {model}: {'; '.join(problems)}. Check that the variant "
+            "and its arguments match the checkpoint."
+        )
+
+
+def load_backbone_checkpoint(
+    target: nn.Module,
+    checkpoint: str | Path | Mapping[str, Any],
+    model_bands: Sequence[Band],
+    pretrained_bands: Sequence[Band],
+    model: str,
+    what: str,
+    prepare: _Prepare | None = None,
+    hints: Mapping[str, str] | None = None,
+) -> None:
+    """Load a weight file (or its loaded mapping) into a backbone, in place.
+
+    Steps: read the file (:func:`read_checkpoint`), find the backbone's tensors
+    (:func:`backbone_tensors`), apply the architecture's own renames and drops (``prepare``),
+    fit the patch embedding to the bands (:func:`adapt_input_channels`), report key problems
+    (:func:`check_state_dict`), then ``load_state_dict(strict=True)``.
+
+    Args:
+        target: The module whose ``state_dict()`` keys the checkpoint must match.
+        checkpoint: Path of a weight file, or its top-level mapping.
+        model_bands: The model's input bands, in channel order.
+        pretrained_bands: The checkpoint's input bands, in channel order.
+        model: What ``target`` is, for the key report (see :func:`check_state_dict`).
+        what: What is looked for in the file, for messages (``"Prithvi ViT encoder"``).
+        prepare: ``(tensors, expected, source) -> tensors``: this architecture's drops,
+            renames and values it supplies itself (``expected`` is ``target.state_dict()``).
+        hints: Passed to :func:`backbone_tensors`.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when the file is unreadable, holds no or several backbones, or its tensors
+            do not fit ``target``.
+    """
+    if isinstance(checkpoint, (str, Path)):
+        source = f"ckpt_path='{checkpoint}'"
+        raw: Mapping[str, Any] = read_checkpoint(checkpoint)
+    else:
+        source, raw = "checkpoint", checkpoint
+    _, state = backbone_tensors(raw, source, what=what, hints=hints)
+    expected = target.state_dict()
+    if prepare is not None:
+        state = prepare(state, expected, source)
+    if PATCH_EMBED_KEY in state and PATCH_EMBED_KEY in expected:
+        state[PATCH_EMBED_KEY] = adapt_input_channels(
+            state[PATCH_EMBED_KEY], expected[PATCH_EMBED_KEY], model_bands, pretrained_bands, source
+        )
+    check_state_dict(expected, state, source, model)
+    target.load_state_dict(state, strict=True)
+    log.info("Loaded %d tensors into the %s from %s.", len(state), model, source)

@@ -10,7 +10,11 @@ Variant                   embed dim  heads              ``out_channels``
 ========================  =========  =================  =============================
 
 Both use patch 4, window 7 and depths (2, 2, 18, 2), and return four NCHW feature maps with
-strides 4, 8, 16 and 32. Weights are read from a local file (``ckpt_path``), never downloaded.
+strides 4, 8, 16 and 32. Weights are found like every geofm backbone's
+(:func:`~geofm.models.backbones.pretrained.resolve_weights`: ``ckpt_path``, or with
+``pretrained=True`` the hub file of the pretrained config from the local Hugging Face cache;
+no public file is known for these two, so ``ckpt_path`` it is) and loaded by the shared
+:func:`~geofm.models.backbones.checkpoints.load_backbone_checkpoint`.
 Checkpoint layouts understood: this backbone's own ``state_dict``, timm's ``SwinTransformer``,
 the original Microsoft / SimMIM Swin layout (timm converts it), each optionally wrapped in a
 Lightning checkpoint (``{"state_dict": ...}``), ``{"model": ...}`` or a key prefix such as
@@ -23,8 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,17 +38,17 @@ import torch
 from torch import nn
 
 from geofm.data.bands import Band, resolve_bands
-from geofm.models.backbones.checkpoints import (
-    PATCH_EMBED_KEY,
-    adapt_input_channels,
-    backbone_tensors,
-    listed,
-    read_checkpoint,
+from geofm.models.backbones.checkpoints import load_backbone_checkpoint
+from geofm.models.backbones.out_indices import check_out_indices
+from geofm.models.backbones.pretrained import (
+    PRETRAINED_CONFIGS,
+    PRITHVI_BANDS,
+    PretrainedConfig,
+    resolve_weights,
 )
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
 
 __all__ = [
-    "PRETRAINED_BANDS",
     "PrithviSwinVariant",
     "VARIANTS",
     "PrithviSwin",
@@ -52,9 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PRETRAINED_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
-"""The HLS bands the Prithvi Swin checkpoints were trained on, in input-channel order."""
 
 # Checkpoint layouts recognised but not converted: key suffix -> advice.
 _LAYOUT_HINTS = {
@@ -73,7 +75,7 @@ _RESERVED = ("num_classes", "global_pool", "strict_img_size", "dynamic_img_size"
 
 @dataclass(frozen=True)
 class PrithviSwinVariant:
-    """Architecture and pretrained-weight facts of one Prithvi Swin variant.
+    """The architecture of one Prithvi Swin variant (its weights: :attr:`pretrained_cfg`).
 
     Attributes:
         name: Registry name.
@@ -82,8 +84,6 @@ class PrithviSwinVariant:
         depths: Swin blocks per stage.
         patch_size: Side of the patch-embedding convolution.
         window_size: Side of the attention windows.
-        pretrained_bands: Input bands of the published weights, in channel order.
-        weights_origin: Where the published weights can be found (for error messages).
     """
 
     name: str
@@ -92,11 +92,11 @@ class PrithviSwinVariant:
     depths: tuple[int, ...] = (2, 2, 18, 2)
     patch_size: int = 4
     window_size: int = 7
-    pretrained_bands: tuple[str, ...] = PRETRAINED_BANDS
-    weights_origin: str = (
-        "TerraTorch loaded the Prithvi Swin weights from the 'ibm-nasa-geospatial' organisation "
-        "on Hugging Face"
-    )
+
+    @property
+    def pretrained_cfg(self) -> PretrainedConfig | None:
+        """Its entry of :data:`~geofm.models.backbones.pretrained.PRETRAINED_CONFIGS`."""
+        return PRETRAINED_CONFIGS.get(self.name)
 
     @property
     def out_channels(self) -> list[int]:
@@ -132,13 +132,18 @@ class PrithviSwin(nn.Module):
         patch_size: Side of the patch-embedding convolution.
         window_size: Side of the attention windows; checkpoint position-bias tables of another
             window size are resized.
-        out_indices: Stages to return (0 to 3, negatives count from the end); all by default.
-            Stages after the last one requested are dropped.
+        out_indices: Stages to return, in this order (0 to 3, negatives count from the end);
+            all by default. Stages after the largest one requested are dropped.
         drop_path_rate: Stochastic depth rate (timm's default, 0.1, when None).
         **kwargs: Other ``timm.models.swin_transformer.SwinTransformer`` arguments
             (``mlp_ratio``, ``device``, ``dtype``...); ``None`` values are dropped.
 
     Attributes:
+        extra_inputs: Keyword inputs :meth:`forward` accepts besides ``x``: ``()`` (no
+            coordinate encoding).
+        pretrained_stats: ``{"bands": [...], "mean": [...], "std": [...]}`` of the input
+            bands, set by the variant functions from the pretrained config; ``None`` when a
+            band has none (no statistics are published for the Prithvi Swin weights).
         out_channels: Channels of each returned feature map.
         strides: Downsampling factor of each returned feature map.
         bands: Canonical input bands (band-enum values such as ``"RED"``, or ints).
@@ -152,7 +157,7 @@ class PrithviSwin(nn.Module):
         depths: Sequence[int] = (2, 2, 18, 2),
         num_heads: Sequence[int] = (4, 8, 16, 32),
         bands: Sequence[Band] | None = None,
-        pretrained_bands: Sequence[Band] = PRETRAINED_BANDS,
+        pretrained_bands: Sequence[Band] = PRITHVI_BANDS,
         ckpt_path: str | Path | None = None,
         img_size: int | tuple[int, int] = 224,
         patch_size: int = 4,
@@ -190,8 +195,9 @@ class PrithviSwin(nn.Module):
             )
         if drop_path_rate is not None:
             kwargs["drop_path_rate"] = drop_path_rate
-        num_stages = len(depths)
-        self.out_indices: list[int] = _normalise_indices(out_indices, num_stages)
+        self.out_indices: list[int] = check_out_indices(out_indices, len(depths), unit="stage")
+        self.extra_inputs: tuple[str, ...] = ()
+        self.pretrained_stats: dict[str, list[Any]] | None = None
 
         self.model = SwinTransformer(
             img_size=img_size,
@@ -208,7 +214,8 @@ class PrithviSwin(nn.Module):
         if ckpt_path is not None:
             self._load_checkpoint(ckpt_path)
         # After loading, so that a full checkpoint still matches the full model.
-        self.model.prune_intermediate_layers(self.out_indices, prune_norm=False, prune_head=True)
+        self._taps = sorted(self.out_indices)  # timm returns stages in network order
+        self.model.prune_intermediate_layers(self._taps, prune_norm=False, prune_head=True)
         info = self.model.feature_info
         self.out_channels: list[int] = [info[i]["num_chs"] for i in self.out_indices]
         self.strides: list[int] = [info[i]["reduction"] for i in self.out_indices]
@@ -226,59 +233,27 @@ class PrithviSwin(nn.Module):
             ValueError: when the file holds no Swin weights, or keys are missing, unexpected or
                 of another shape than the model's (each listed).
         """
-        from timm.models.swin_transformer import checkpoint_filter_fn
-
-        source = f"ckpt_path='{ckpt_path}'"
-        _, state = backbone_tensors(
-            read_checkpoint(ckpt_path), source, what="Swin patch embedding", hints=_LAYOUT_HINTS
+        load_backbone_checkpoint(
+            self.model,
+            ckpt_path,
+            self.bands,
+            self.pretrained_bands,
+            model=(
+                f"Swin (embed_dim={self.model.embed_dim}, "
+                f"depths={[len(s.blocks) for s in self.model.layers]})"
+            ),
+            what="Swin patch embedding",
+            prepare=functools.partial(_prepare_swin_state, swin=self.model),
+            hints=_LAYOUT_HINTS,
         )
-        state = {
-            k: v
-            for k, v in state.items()
-            if not k.startswith(_IGNORED_PREFIXES) and not k.endswith(_IGNORED_SUFFIXES)
-        }
-        # timm renames the Microsoft/SimMIM layout and resizes position-bias tables and the
-        # patch kernel when window or patch size differ; timm-layout keys pass unchanged.
-        state = checkpoint_filter_fn(state, self.model)
-        expected = self.model.state_dict()
-        if PATCH_EMBED_KEY in state:
-            state[PATCH_EMBED_KEY] = adapt_input_channels(
-                state[PATCH_EMBED_KEY],
-                expected[PATCH_EMBED_KEY],
-                self.bands,
-                self.pretrained_bands,
-                source,
-            )
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        mismatched = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-            for k in sorted(set(state) & set(expected))
-            if state[k].shape != expected[k].shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"missing keys [{listed(missing)}]")
-        if unexpected:
-            problems.append(f"unexpected keys [{listed(unexpected)}]")
-        if mismatched:
-            problems.append(f"shape mismatches [{listed(mismatched)}]")
-        if problems:
-            raise ValueError(
-                f"{source} does not fit this Swin (embed_dim={self.model.embed_dim}, "
-                f"depths={[len(s.blocks) for s in self.model.layers]}): {'; '.join(problems)}."
-            )
-        self.model.load_state_dict(state, strict=True)
-        log.info("Loaded %d tensors into the Swin backbone from %s.", len(state), source)
 
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of an image batch.
 
         Args:
             x: ``(B, C, H, W)``, or ``(B, C, 1, H, W)`` (one frame), with ``C = len(bands)`` and
-                ``H``, ``W`` multiples of 32.
-            **kwargs: Ignored (e.g. ``temporal_coords``, ``location_coords``): this model uses
-                neither.
+                ``H``, ``W`` multiples of 32. No keyword input is accepted (no coordinate
+                encoding): a ``temporal_coords=`` raises ``TypeError`` rather than vanish.
 
         Returns:
             One ``(B, out_channels[i], H / strides[i], W / strides[i])`` tensor per entry of
@@ -297,28 +272,38 @@ class PrithviSwin(nn.Module):
                 f"Prithvi Swin expects (B, {self.in_chans}, H, W) for bands {self.bands}, got "
                 f"{tuple(x.shape)}."
             )
-        return list(
-            self.model.forward_intermediates(
-                x, indices=self.out_indices, norm=True, intermediates_only=True
-            )
+        features = self.model.forward_intermediates(
+            x, indices=self._taps, norm=True, intermediates_only=True
         )
+        by_stage = dict(zip(self._taps, features, strict=True))
+        return [by_stage[i] for i in self.out_indices]
 
 
-def _normalise_indices(out_indices: Sequence[int] | None, num_stages: int) -> list[int]:
-    if out_indices is None:
-        return list(range(num_stages))
-    if isinstance(out_indices, int) or len(out_indices) == 0:
-        raise ValueError(
-            f"out_indices must be a non-empty list of stage indices, got {out_indices!r}; "
-            f"e.g. {list(range(num_stages))}."
-        )
-    bad = [i for i in out_indices if not -num_stages <= i < num_stages]
-    if bad:
-        raise ValueError(
-            f"out_indices {bad} out of range for {num_stages} stages; use 0 to {num_stages - 1} "
-            "(or negatives from the end)."
-        )
-    return sorted({i % num_stages for i in out_indices})
+def _prepare_swin_state(
+    state: dict[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    source: str,
+    swin: nn.Module,
+) -> dict[str, torch.Tensor]:
+    """The Swin-specific part of loading: drop what a backbone lacks, let timm convert the rest.
+
+    Args:
+        state: Swin tensors of a checkpoint, prefix removed.
+        expected: The timm ``SwinTransformer``'s ``state_dict()`` (unused: timm reads ``swin``).
+        source: Where ``state`` came from (unused).
+        swin: The timm ``SwinTransformer`` to load, not yet pruned.
+    """
+    from timm.models.swin_transformer import checkpoint_filter_fn
+
+    del expected, source  # the signature is the shared loader's
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(_IGNORED_PREFIXES) and not k.endswith(_IGNORED_SUFFIXES)
+    }
+    # timm renames the Microsoft/SimMIM layout and resizes position-bias tables and the patch
+    # kernel when window or patch size differ; timm-layout keys pass unchanged.
+    return checkpoint_filter_fn(state, swin)
 
 
 # ---------------------------------------------------------------------------------- builders
@@ -329,26 +314,29 @@ def _build(
     num_frames: int | None,
     kwargs: dict[str, Any],
 ) -> PrithviSwin:
-    if pretrained and ckpt_path is None:
-        raise ValueError(
-            f"{variant.name}(pretrained=True) needs ckpt_path=<local weight file>: geofm never "
-            f"downloads weights. {variant.weights_origin}; fetch the {variant.name} checkpoint "
-            "(.pt/.pth/.safetensors) on a machine with network access and pass its path as "
-            "ckpt_path (backbone_ckpt_path in a factory config), or set pretrained=False."
-        )
+    """What both variant functions do: find the weights, build, attach the statistics."""
     if num_frames is not None and num_frames != 1:
         raise ValueError(f"{variant.name} takes one frame, got num_frames={num_frames}.")
+    cfg = variant.pretrained_cfg
+    # Checked before building, as for the ViT: a missing file should cost no initialisation.
+    weights = resolve_weights(variant.name, cfg, pretrained, ckpt_path)
     args: dict[str, Any] = {
         "embed_dim": variant.embed_dim,
         "depths": variant.depths,
         "num_heads": variant.num_heads,
         "patch_size": variant.patch_size,
         "window_size": variant.window_size,
-        "pretrained_bands": variant.pretrained_bands,
+        "pretrained_bands": cfg.bands if cfg is not None else PRITHVI_BANDS,
     }
+    if cfg is not None:
+        args["img_size"] = cfg.img_size
     # None means "the variant's default", so CLI/config defaults never override it.
     args.update({k: v for k, v in kwargs.items() if v is not None})
-    return PrithviSwin(ckpt_path=ckpt_path, **args)
+    model = PrithviSwin(ckpt_path=weights, **args)
+    # Statistics describe the official pretraining: a checkpoint with other bands has its own.
+    if cfg is not None and model.pretrained_bands == list(cfg.bands):
+        model.pretrained_stats = cfg.stats(model.bands)
+    return model
 
 
 @GEOFM_BACKBONE_REGISTRY.register
@@ -362,8 +350,10 @@ def prithvi_swin_B(  # noqa: N802 (the published model name)
     """Prithvi Swin-B: embed 128, heads (4, 8, 16, 32), out_channels [128, 256, 512, 1024].
 
     Args:
-        pretrained: Load the pretrained weights; needs ``ckpt_path`` (nothing is downloaded).
-        ckpt_path: Local weight file; given alone it also loads the weights.
+        pretrained: Load the official weights of the pretrained config from the local Hugging
+            Face cache (never downloaded); no public file is known for the Prithvi Swins, so
+            this raises an error that asks for ``ckpt_path``.
+        ckpt_path: Local weight file, loaded whatever ``pretrained`` says.
         bands: Input bands (default: the six HLS bands BLUE, GREEN, RED, NIR_NARROW, SWIR_1,
             SWIR_2).
         num_frames: Accepted for factories that pass it; only 1 is valid.

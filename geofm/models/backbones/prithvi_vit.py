@@ -13,14 +13,18 @@ name                       dim    depth  heads  patch      coordinates      offi
 ``prithvi_eo_v2_600_tl``   1280   32     16     (1,14,14)  time, location   Prithvi-EO-2.0-600M-TL
 =========================  =====  =====  =====  =========  ===============  =====================
 
-The variants are data (:data:`VARIANTS`); every registered name goes through
-:func:`build_prithvi_vit`. Parameter names follow the official checkpoints, so loading only
-strips their ``encoder.`` prefix (see :mod:`geofm.models.backbones.prithvi_weights`).
+Each variant is a registered function of the same name (bottom of this module); all go through
+:func:`build_prithvi_vit`. Architectures are in :data:`VARIANTS`, weight facts (hub file, bands,
+normalisation) in :data:`~geofm.models.backbones.pretrained.PRETRAINED_CONFIGS`. Parameter names
+follow the official checkpoints, so loading only strips their ``encoder.`` prefix (see
+:mod:`geofm.models.backbones.prithvi_weights`).
 
 Example:
-    >>> backbone = BACKBONE_REGISTRY.build(
-    ...     "prithvi_eo_v2_300_tl", ckpt_path="Prithvi_EO_V2_300M_TL.pt",
+    >>> backbone = prithvi_eo_v2_300_tl(
+    ...     ckpt_path="Prithvi_EO_V2_300M_TL.pt",
     ...     bands=["BLUE", "GREEN", "RED", "NIR_NARROW"], num_frames=3)
+    >>> backbone.extra_inputs
+    ('temporal_coords', 'location_coords')
     >>> tokens = backbone(x, temporal_coords=tc, location_coords=lc)  # x: (B, 4, 3, 224, 224)
     >>> tokens[-1].shape  # (B, 1 + 3 * 14 * 14, 1024), final norm applied
 """
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,39 +42,44 @@ import torch
 from torch import nn
 
 from geofm.data.bands import Band, resolve_bands
+from geofm.models.backbones.out_indices import check_out_indices
 from geofm.models.backbones.pos_embed import resize_pos_embed, sincos_1d, sincos_3d_pos_embed
-from geofm.models.backbones.prithvi_weights import (
-    find_cached_file,
-    hf_cache_dir,
-    load_prithvi_checkpoint,
+from geofm.models.backbones.pretrained import (
+    PRETRAINED_CONFIGS,
+    PRITHVI_BANDS,
+    PretrainedConfig,
+    resolve_weights,
 )
+from geofm.models.backbones.prithvi_weights import load_prithvi_checkpoint
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
 
 __all__ = [
-    "PRETRAINED_BANDS",
     "PrithviVariant",
     "VARIANTS",
     "CoordinateEncoder",
     "PatchEmbed3d",
     "PrithviViT",
     "build_prithvi_vit",
+    "prithvi_eo_tiny",
+    "prithvi_eo_v1_100",
+    "prithvi_eo_v2_tiny_tl",
+    "prithvi_eo_v2_100_tl",
+    "prithvi_eo_v2_300",
+    "prithvi_eo_v2_300_tl",
+    "prithvi_eo_v2_600",
+    "prithvi_eo_v2_600_tl",
 ]
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_BANDS: tuple[str, ...] = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
-"""HLS bands of every Prithvi pretraining, in input-channel order."""
-
 _COORDS = ("time", "location")
-_V1_MEAN = (775.0, 1081.0, 1229.0, 2497.0, 2204.0, 1611.0)
-_V1_STD = (1282.0, 1270.0, 1399.0, 1368.0, 1292.0, 1155.0)
-_V2_MEAN = (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0)
-_V2_STD = (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0)
+# The forward keyword of each coordinate encoding.
+_COORD_INPUTS = {"time": "temporal_coords", "location": "location_coords"}
 
 
 @dataclass(frozen=True)
 class PrithviVariant:
-    """One Prithvi ViT: architecture and, when published, its weights.
+    """The architecture of one Prithvi ViT (its weights: :attr:`pretrained_cfg`).
 
     Attributes:
         name: Registry name.
@@ -80,13 +89,6 @@ class PrithviVariant:
         patch_size: Patch ``(t, h, w)``.
         coords_encoding: Coordinate encodings of the pretrained model (``"time"``,
             ``"location"``).
-        hub_repo: Hugging Face repository of the official weights (``None``: none published).
-        hub_file: Weight file in ``hub_repo``.
-        bands: Pretraining bands, in input-channel order.
-        mean: Normalisation mean per band (reflectance x 10000): V1's or V2's pretraining
-            statistics (``prithvi_eo_tiny``, never pretrained, uses V2's).
-        std: Normalisation standard deviation per band, likewise.
-        img_size: Default image side.
     """
 
     name: str
@@ -95,37 +97,26 @@ class PrithviVariant:
     num_heads: int
     patch_size: tuple[int, int, int] = (1, 16, 16)
     coords_encoding: tuple[str, ...] = ()
-    hub_repo: str | None = None
-    hub_file: str | None = None
-    bands: tuple[str, ...] = PRETRAINED_BANDS
-    mean: tuple[float, ...] = _V2_MEAN
-    std: tuple[float, ...] = _V2_STD
-    img_size: int = 224
+
+    @property
+    def pretrained_cfg(self) -> PretrainedConfig | None:
+        """Its entry of :data:`~geofm.models.backbones.pretrained.PRETRAINED_CONFIGS`."""
+        return PRETRAINED_CONFIGS.get(self.name)
 
 
 _TL = ("time", "location")
-_HUB = "ibm-nasa-geospatial/"
 _P14 = (1, 14, 14)
-# fmt: off
 VARIANTS: dict[str, PrithviVariant] = {v.name: v for v in (
     PrithviVariant("prithvi_eo_tiny", 256, 4, 4),
-    PrithviVariant("prithvi_eo_v1_100", 768, 12, 12, hub_repo=_HUB + "Prithvi-EO-1.0-100M",
-                   hub_file="Prithvi_EO_V1_100M.pt", mean=_V1_MEAN, std=_V1_STD),
-    PrithviVariant("prithvi_eo_v2_tiny_tl", 192, 12, 3, coords_encoding=_TL,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-tiny-TL", hub_file="Prithvi_EO_V2_tiny_TL.pt"),
-    PrithviVariant("prithvi_eo_v2_100_tl", 768, 12, 12, coords_encoding=_TL,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-100M-TL", hub_file="Prithvi_EO_V2_100M_TL.pt"),
-    PrithviVariant("prithvi_eo_v2_300", 1024, 24, 16,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-300M", hub_file="Prithvi_EO_V2_300M.pt"),
-    PrithviVariant("prithvi_eo_v2_300_tl", 1024, 24, 16, coords_encoding=_TL,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-300M-TL", hub_file="Prithvi_EO_V2_300M_TL.pt"),
-    PrithviVariant("prithvi_eo_v2_600", 1280, 32, 16, patch_size=_P14,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-600M", hub_file="Prithvi_EO_V2_600M.pt"),
-    PrithviVariant("prithvi_eo_v2_600_tl", 1280, 32, 16, patch_size=_P14, coords_encoding=_TL,
-                   hub_repo=_HUB + "Prithvi-EO-2.0-600M-TL", hub_file="Prithvi_EO_V2_600M_TL.pt"),
+    PrithviVariant("prithvi_eo_v1_100", 768, 12, 12),
+    PrithviVariant("prithvi_eo_v2_tiny_tl", 192, 12, 3, coords_encoding=_TL),
+    PrithviVariant("prithvi_eo_v2_100_tl", 768, 12, 12, coords_encoding=_TL),
+    PrithviVariant("prithvi_eo_v2_300", 1024, 24, 16),
+    PrithviVariant("prithvi_eo_v2_300_tl", 1024, 24, 16, coords_encoding=_TL),
+    PrithviVariant("prithvi_eo_v2_600", 1280, 32, 16, patch_size=_P14),
+    PrithviVariant("prithvi_eo_v2_600_tl", 1280, 32, 16, patch_size=_P14, coords_encoding=_TL),
 )}
-# fmt: on
-"""Every Prithvi ViT variant, by registry name."""
+"""Architecture of every Prithvi ViT variant, by registry name."""
 
 
 # ------------------------------------------------------------------------------ modules
@@ -207,6 +198,15 @@ class PrithviViT(nn.Module):
     Attributes:
         out_channels: ``[D * Tg] * len(out_indices)``, ``Tg = num_frames // t``.
         grid_size: Token grid ``(Tg, Hg, Wg)`` of ``img_size``.
+        extra_inputs: Keyword inputs :meth:`forward` accepts besides ``x``:
+            ``("temporal_coords", "location_coords")`` for a model with both coordinate
+            encodings (the ``_tl`` variants), one of them with one encoding, ``()`` without.
+            Preprocessing and models pass exactly these batch entries.
+        pretrained_stats: ``{"bands": [...], "mean": [...], "std": [...]}``: the pretraining
+            normalisation of the input bands, in input order (file units, reflectance x 10000),
+            set by :func:`build_prithvi_vit`; ``None`` when a band has no pretraining
+            statistics (a new band, an integer identifier, a custom ``pretrained_bands``) or
+            the model was built directly.
         bands: Input bands in channel order, set by :func:`build_prithvi_vit`.
         variant: The :class:`PrithviVariant` built, set by :func:`build_prithvi_vit`.
     """
@@ -251,8 +251,10 @@ class PrithviViT(nn.Module):
                 f"coords_encoding={coords_encoding!r}: give a list of {list(_COORDS)} (or [])."
             )
         self.coords_encoding = tuple(c for c in _COORDS if c in coords_encoding)
-        self.out_indices = _check_out_indices(out_indices, self.depth)
+        self.extra_inputs: tuple[str, ...] = tuple(_COORD_INPUTS[c] for c in self.coords_encoding)
+        self.out_indices = check_out_indices(out_indices, self.depth, unit="block")
         self.out_channels: list[int] = [self.embed_dim * self.grid_size[0]] * len(self.out_indices)
+        self.pretrained_stats: dict[str, list[Any]] | None = None
         self.bands: list[Band] = []
         self.variant: PrithviVariant | None = None
         self._warned_border = False
@@ -352,10 +354,34 @@ class PrithviViT(nn.Module):
             self._warned_border = True
         return x
 
+    def _no_encoding(self, argument: str, encoding: str) -> ValueError:
+        """The error for coordinates given to a model without their encoding."""
+        name = self.variant.name if self.variant is not None else "This PrithviViT"
+        if self.variant is not None and encoding in self.variant.coords_encoding:
+            advice = (
+                f"it was built with coords_encoding={list(self.coords_encoding)}; rebuild it "
+                f"with '{encoding}' in coords_encoding"
+            )
+        else:
+            base = self.variant.name if self.variant is not None else ""
+            with_tl = [n for n, v in VARIANTS.items() if encoding in v.coords_encoding]
+            suggestion = f"{base}_tl" if f"{base}_tl" in VARIANTS else f"one of {with_tl}"
+            advice = f"use {suggestion} (time and location encodings)"
+        return ValueError(
+            f"{name} has no {encoding} encoding, so {argument} cannot be used: {advice}, or "
+            f"leave {argument} out of the model's inputs (backbone.extra_inputs lists those "
+            "it takes)."
+        )
+
     @staticmethod
-    def _check_coords(coords: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
+    def _check_coords(coords: Any, shape: tuple[int, ...], name: str, layout: str) -> torch.Tensor:
+        if not isinstance(coords, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor {layout}, got {type(coords).__name__}.")
         if tuple(coords.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(coords.shape)}.")
+            raise ValueError(
+                f"{name} must have shape {layout} = {shape} for this input, got "
+                f"{tuple(coords.shape)}."
+            )
         return coords
 
     def forward(
@@ -363,22 +389,28 @@ class PrithviViT(nn.Module):
         x: torch.Tensor,
         temporal_coords: torch.Tensor | None = None,
         location_coords: torch.Tensor | None = None,
-        **kwargs: Any,
     ) -> list[torch.Tensor]:
         """Tokens after each selected block.
 
         Args:
             x: ``(B, C, H, W)`` (one frame) or ``(B, C, T, H, W)``.
-            temporal_coords: ``(B, T, 2)`` (year, day of year); used by models with the time
-                encoding, ignored by the others. ``(B, 2)`` is accepted for one frame.
-            location_coords: ``(B, 2)`` (latitude, longitude); used by models with the location
-                encoding, ignored by the others.
-            **kwargs: Other batch entries; ignored.
+            temporal_coords: ``(B, T, 2)`` (year, day of year), for models with the time
+                encoding; ``(B, 2)`` is accepted for one frame. ``None``: no time code added.
+            location_coords: ``(B, 2)`` (latitude, longitude), for models with the location
+                encoding. ``None``: no location code added.
 
         Returns:
             One ``(B, 1 + Tg * Hg * Wg, D)`` tensor per ``out_indices`` entry, class token
             first; the output of the last block has the final norm applied.
+
+        Raises:
+            ValueError: for coordinates this model has no encoding for, or of the wrong shape.
+            TypeError: for any other keyword (a misspelt one must not be silently dropped).
         """
+        if temporal_coords is not None and self.temporal_embed_enc is None:
+            raise self._no_encoding("temporal_coords", "time")
+        if location_coords is not None and self.location_embed_enc is None:
+            raise self._no_encoding("location_coords", "location")
         x = self._as_frames(x)
         batch, _, frames = x.shape[:3]
         grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch_size, strict=True))
@@ -386,16 +418,19 @@ class PrithviViT(nn.Module):
         pos_embed = resize_pos_embed(self.pos_embed, self.grid_size, grid)
         tokens = tokens + pos_embed[:, 1:]
         if self.temporal_embed_enc is not None and temporal_coords is not None:
-            if temporal_coords.ndim == 2 and frames == 1:
-                temporal_coords = temporal_coords.unsqueeze(1)
-            coords = self._check_coords(temporal_coords, (batch, frames, 2), "temporal_coords")
+            one_frame = frames == 1 and isinstance(temporal_coords, torch.Tensor)
+            if one_frame and temporal_coords.ndim == 2:
+                temporal_coords = temporal_coords.unsqueeze(1)  # (B, 2) for a single frame
+            coords = self._check_coords(
+                temporal_coords, (batch, frames, 2), "temporal_coords", "(B, T, 2)"
+            )
             # One code per token frame (the first frame of each time patch), for its tokens.
             code = self.temporal_embed_enc(coords[:, :: self.patch_size[0]][:, : grid[0]])
             tokens = (
                 tokens.unflatten(1, (grid[0], grid[1] * grid[2])) + code[:, :, None].to(tokens)
             ).flatten(1, 2)
         if self.location_embed_enc is not None and location_coords is not None:
-            coords = self._check_coords(location_coords, (batch, 2), "location_coords")
+            coords = self._check_coords(location_coords, (batch, 2), "location_coords", "(B, 2)")
             tokens = tokens + self.location_embed_enc(coords)[:, None].to(tokens)
         cls_token = (self.cls_token + pos_embed[:, :1]).expand(batch, -1, -1)
         hidden = torch.cat([cls_token, tokens], dim=1)
@@ -429,43 +464,7 @@ def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
     return triple  # type: ignore[return-value]
 
 
-def _check_out_indices(out_indices: Sequence[int] | None, depth: int) -> list[int]:
-    if out_indices is None:
-        return list(range(depth))
-    if isinstance(out_indices, int) or len(out_indices) == 0:
-        raise ValueError(
-            f"out_indices must be a non-empty list of block indices, got {out_indices!r}."
-        )
-    bad = [i for i in out_indices if not -depth <= int(i) < depth]
-    if bad:
-        raise ValueError(
-            f"out_indices {bad} are out of range for {depth} blocks; use 0..{depth - 1} "
-            f"(or negative indices from the end)."
-        )
-    return [int(i) % depth for i in out_indices]
-
-
 # ------------------------------------------------------------------------------ building
-def _official_weights(variant: PrithviVariant) -> Path:
-    """The official weight file of ``variant`` from the local Hugging Face cache."""
-    if variant.hub_repo is None or variant.hub_file is None:
-        raise ValueError(
-            f"{variant.name} has no official pretrained weights; pass ckpt_path=<your weights> "
-            "(backbone_ckpt_path in a model factory config) or set pretrained=False."
-        )
-    found = find_cached_file(variant.hub_repo, variant.hub_file)
-    if found is None:
-        raise FileNotFoundError(
-            f"{variant.name}: pretrained=True, but the weights are not in the local Hugging Face "
-            f"cache ({hf_cache_dir()}). Obtain the file '{variant.hub_file}' from the repository "
-            f"'{variant.hub_repo}' (https://huggingface.co/{variant.hub_repo}; e.g. "
-            f"`huggingface-cli download {variant.hub_repo} {variant.hub_file}` on a machine with "
-            f"network access) and pass ckpt_path=<path to {variant.hub_file}> (backbone_ckpt_path "
-            "in a model factory config). pretrained=False builds random weights instead."
-        )
-    return found
-
-
 def build_prithvi_vit(
     variant: str | PrithviVariant,
     pretrained: bool | None = None,
@@ -493,9 +492,9 @@ def build_prithvi_vit(
             patch-embedding weights, the others a fresh initialisation.
         pretrained_bands: The checkpoint's bands in channel order; defaults to the variant's
             pretraining bands (BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2).
-        num_frames: Frames per sample (default 1).
-        img_size: Image side or ``(H, W)`` (default 224).
-        out_indices: Blocks whose outputs are returned (default all).
+        num_frames: Frames per sample (default: the pretrained config's, 1).
+        img_size: Image side or ``(H, W)`` (default: the pretrained config's, 224).
+        out_indices: Blocks whose outputs are returned, in this order (default all).
         drop_path: Stochastic depth rate (default 0).
         coords_encoding: ``"time"`` / ``"location"`` encodings (default: the variant's).
         coords_scale_learn: Learn the coordinate-encoding scales (default False).
@@ -511,22 +510,22 @@ def build_prithvi_vit(
                 f"Unknown Prithvi ViT variant {variant!r}; choose from {list(VARIANTS)}."
             )
         variant = VARIANTS[variant]
+    cfg = variant.pretrained_cfg
+    # A variant outside the table (built by hand) is taken as pretrained on the Prithvi bands.
+    official_bands = list(cfg.bands if cfg is not None else PRITHVI_BANDS)
     pretrained_bands = resolve_bands(
-        pretrained_bands if pretrained_bands is not None else variant.bands,
+        pretrained_bands if pretrained_bands is not None else official_bands,
         argument="pretrained_bands",
     )
     model_bands = (
         resolve_bands(bands, argument="bands") if bands is not None else list(pretrained_bands)
     )
     # Files are checked before building: a missing one should not cost a 600M-parameter init.
-    if ckpt_path is None and pretrained:
-        ckpt_path = _official_weights(variant)
-    elif ckpt_path is not None and not Path(ckpt_path).expanduser().is_file():
-        raise FileNotFoundError(f"{variant.name}: ckpt_path='{ckpt_path}' does not exist.")
+    weights = resolve_weights(variant.name, cfg, pretrained, ckpt_path)
     model = PrithviViT(
-        img_size=img_size if img_size is not None else variant.img_size,
+        img_size=img_size if img_size is not None else (cfg.img_size if cfg else 224),
         patch_size=variant.patch_size,
-        num_frames=num_frames if num_frames is not None else 1,
+        num_frames=num_frames if num_frames is not None else (cfg.num_frames if cfg else 1),
         in_chans=len(model_bands),
         embed_dim=variant.embed_dim,
         depth=variant.depth,
@@ -539,47 +538,146 @@ def build_prithvi_vit(
     )
     model.bands = model_bands
     model.variant = variant
-    if ckpt_path is not None:
-        load_prithvi_checkpoint(model, ckpt_path, model_bands, pretrained_bands)
-    else:
-        log.info("%s: random initial weights (pretrained=False, no ckpt_path).", variant.name)
+    # Statistics describe the official pretraining: a checkpoint with other bands has its own.
+    if cfg is not None and pretrained_bands == official_bands:
+        model.pretrained_stats = cfg.stats(model_bands)
+    if weights is not None:
+        load_prithvi_checkpoint(model, weights, model_bands, pretrained_bands)
     return model
 
 
-_BUILD_SIGNATURE = inspect.signature(build_prithvi_vit)
-_BUILD_ARGS = [p for p in _BUILD_SIGNATURE.parameters if p != "variant"]
+_BUILD_ARGS = [p for p in inspect.signature(build_prithvi_vit).parameters if p != "variant"]
 
 
-def _make_builder(variant: PrithviVariant) -> Callable[..., PrithviViT]:
-    """The registry entry of ``variant``: :func:`build_prithvi_vit` with the variant fixed."""
-
-    def builder(**kwargs: Any) -> PrithviViT:
-        unknown = sorted(set(kwargs) - set(_BUILD_ARGS))
-        if unknown:
-            raise TypeError(
-                f"{variant.name} got unknown arguments {unknown}; valid arguments: {_BUILD_ARGS}."
-            )
-        # None values are dropped so that config defaults never override the variant's.
-        return build_prithvi_vit(variant, **{k: v for k, v in kwargs.items() if v is not None})
-
-    builder.__name__ = builder.__qualname__ = variant.name
-    builder.__module__ = __name__
-    builder.__doc__ = (
-        f"Prithvi ViT ``{variant.name}``: D={variant.embed_dim}, depth={variant.depth}, "
-        f"heads={variant.num_heads}, patch={variant.patch_size}, "
-        f"coordinates={list(variant.coords_encoding)}, weights="
-        f"{variant.hub_repo + '/' + variant.hub_file if variant.hub_repo else 'none'}. "
-        "Arguments: see build_prithvi_vit."
+def _build(
+    name: str,
+    pretrained: bool,
+    ckpt_path: str | Path | None,
+    bands: Sequence[Band] | None,
+    kwargs: dict[str, Any],
+) -> PrithviViT:
+    """What every registered variant function does: check its keywords, then build."""
+    unknown = sorted(set(kwargs) - set(_BUILD_ARGS))
+    if unknown:
+        raise TypeError(f"{name} got unknown arguments {unknown}; valid arguments: {_BUILD_ARGS}.")
+    # None values are dropped so that config defaults never override the variant's.
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    return build_prithvi_vit(
+        name, pretrained=pretrained, ckpt_path=ckpt_path, bands=bands, **options
     )
-    builder.__signature__ = _BUILD_SIGNATURE.replace(  # type: ignore[attr-defined]
-        parameters=[
-            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-            for name, p in _BUILD_SIGNATURE.parameters.items()
-            if name != "variant"
-        ]
-    )
-    return builder
 
 
-for _variant in VARIANTS.values():
-    GEOFM_BACKBONE_REGISTRY.register(name=_variant.name)(_make_builder(_variant))
+# ------------------------------------------------------------------------------ variants
+# Arguments of every function: pretrained (official weights from the local Hugging Face
+# cache), ckpt_path (a local weight file, loaded whatever pretrained says), bands (input bands
+# in channel order), and the other build_prithvi_vit arguments as keywords.
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_tiny(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO tiny (D 256, depth 4, 4 heads, patch 16): random weights only, for tests.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_tiny", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v1_100(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-1.0-100M (D 768, depth 12, 12 heads, patch 16), no coordinate encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v1_100", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_tiny_tl(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-tiny-TL (D 192, depth 12, 3 heads, patch 16), time + location encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_tiny_tl", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_100_tl(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-100M-TL (D 768, depth 12, 12 heads, patch 16), time + location encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_100_tl", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_300(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-300M (D 1024, depth 24, 16 heads, patch 16), no coordinate encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_300", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_300_tl(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-300M-TL (D 1024, depth 24, 16 heads, patch 16), time + location encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_300_tl", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_600(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-600M (D 1280, depth 32, 16 heads, patch 14), no coordinate encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_600", pretrained, ckpt_path, bands, kwargs)
+
+
+@GEOFM_BACKBONE_REGISTRY.register
+def prithvi_eo_v2_600_tl(
+    pretrained: bool = False,
+    ckpt_path: str | Path | None = None,
+    bands: Sequence[Band] | None = None,
+    **kwargs: Any,
+) -> PrithviViT:
+    """Prithvi-EO-2.0-600M-TL (D 1280, depth 32, 16 heads, patch 14), time + location encoding.
+
+    Args: see :func:`build_prithvi_vit`.
+    """
+    return _build("prithvi_eo_v2_600_tl", pretrained, ckpt_path, bands, kwargs)

@@ -14,12 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from geofm.data.bands import HLSBands
-from geofm.models.backbones.prithvi_swin import (
-    PRETRAINED_BANDS,
-    PrithviSwin,
-    prithvi_swin_B,
-    prithvi_swin_L,
-)
+from geofm.models.backbones.pretrained import PRITHVI_BANDS as PRETRAINED_BANDS
+from geofm.models.backbones.prithvi_swin import PrithviSwin, prithvi_swin_B, prithvi_swin_L
 from geofm.registry import BACKBONE_REGISTRY, GEOFM_BACKBONE_REGISTRY
 
 SMALL = {"depths": (1, 1, 2, 1), "embed_dim": 16, "num_heads": (1, 2, 4, 8)}
@@ -91,14 +87,17 @@ def test_feature_shapes_for_sizes_other_than_img_size(size):
     assert all(torch.isfinite(f).all() for f in features)
 
 
-def test_single_frame_is_squeezed_and_extra_keywords_ignored():
+def test_single_frame_is_squeezed_and_keywords_are_refused():
     model = small().eval()
     x = torch.randn(1, 6, 64, 64)
     with torch.no_grad():
         plain = model(x)
-        framed = model(x.unsqueeze(2), temporal_coords=torch.zeros(1, 1, 2), location_coords=None)
+        framed = model(x.unsqueeze(2))
     for a, b in zip(plain, framed, strict=True):
         assert torch.equal(a, b)
+    # No coordinate encoding: coordinates are an error, not silently dropped.
+    with pytest.raises(TypeError, match="temporal_coords"):
+        model(x, temporal_coords=torch.zeros(1, 1, 2))
 
 
 def test_several_frames_or_wrong_band_count_fail_clearly():
@@ -110,11 +109,11 @@ def test_several_frames_or_wrong_band_count_fail_clearly():
 
 
 def test_out_indices_select_and_prune_stages():
-    model = small(out_indices=[3, 1])
-    assert model.out_channels == [32, 128]
-    assert model.strides == [8, 32]
+    model = small(out_indices=[3, 1])  # returned in the order given, as for the ViT
+    assert model.out_channels == [128, 32]
+    assert model.strides == [32, 8]
     features = model(torch.randn(1, 6, 64, 64))
-    assert [f.shape[1] for f in features] == [32, 128]
+    assert [f.shape[1] for f in features] == [128, 32]
 
     early = small(out_indices=[0, -3])
     assert early.out_channels == [16, 32]
@@ -137,9 +136,9 @@ def test_bands_set_input_channels_and_bad_bands_fail():
 
 # ---------------------------------------------------------------------------------- weights
 def test_pretrained_without_ckpt_path_fails_clearly():
-    with pytest.raises(ValueError, match="ckpt_path") as info:
+    with pytest.raises(ValueError, match="no official pretrained weights") as info:
         prithvi_swin_L(pretrained=True, device="meta")
-    assert "ibm-nasa-geospatial" in str(info.value)
+    assert "ckpt_path" in str(info.value)
     assert "prithvi_swin_L" in str(info.value)
 
 
@@ -246,12 +245,12 @@ def test_bad_missing_or_misshaped_keys_are_listed(tmp_path):
 
     extra = {**state, "layers.0.blocks.0.attn.bogus": torch.zeros(2)}
     torch.save(extra, tmp_path / "extra.pt")
-    with pytest.raises(ValueError, match=r"unexpected keys \[layers.0.blocks.0.attn.bogus\]"):
+    with pytest.raises(ValueError, match=r"unexpected keys: layers\.0\.blocks\.0\.attn\.bogus"):
         small(ckpt_path=tmp_path / "extra.pt")
 
     short = {k: v for k, v in state.items() if k != "layers.1.blocks.0.mlp.fc2.bias"}
     torch.save(short, tmp_path / "short.pt")
-    with pytest.raises(ValueError, match=r"missing keys \[layers.1.blocks.0.mlp.fc2.bias\]"):
+    with pytest.raises(ValueError, match=r"missing keys: layers\.1\.blocks\.0\.mlp\.fc2\.bias"):
         small(ckpt_path=tmp_path / "short.pt")
 
     with pytest.raises(ValueError, match="shape mismatches"):

@@ -35,7 +35,7 @@ PARAMETERS = {
 TINY = {"prithvi_eo_tiny", "prithvi_eo_v2_tiny_tl"}
 
 
-def build(name: str, **kwargs) -> PrithviViT:
+def build(name: str, **kwargs: object) -> PrithviViT:
     """Tiny variants for real, the others on the meta device (shapes only, no memory)."""
     if name in TINY:
         return BACKBONE_REGISTRY.build(name, **kwargs)
@@ -213,15 +213,21 @@ def test_multitemporal_forward_with_coordinates() -> None:
             torch.testing.assert_close(frame, code.expand(4, -1), atol=5e-4, rtol=0)
 
 
-def test_coordinates_are_ignored_without_encoding() -> None:
-    model = BACKBONE_REGISTRY.build("prithvi_eo_tiny", img_size=32).eval()
-    x = torch.randn(1, 6, 32, 32)
-    with torch.no_grad():
-        a = model(x)[-1]
-        b = model(x, temporal_coords=torch.tensor([[[2020, 5]]]), location_coords=torch.ones(1, 2))[
-            -1
-        ]
-    torch.testing.assert_close(a, b, atol=0, rtol=0)
+def test_coordinates_without_encoding_are_an_error() -> None:
+    model = build("prithvi_eo_v2_300", img_size=32)
+    x = torch.empty(1, 6, 32, 32, device="meta")
+    no_time = "prithvi_eo_v2_300 has no time encoding.*prithvi_eo_v2_300_tl"
+    with pytest.raises(ValueError, match=no_time):
+        model(x, temporal_coords=torch.zeros(1, 1, 2, device="meta"))
+    with pytest.raises(ValueError, match="has no location encoding.*prithvi_eo_v2_300_tl"):
+        model(x, location_coords=torch.zeros(1, 2, device="meta"))
+    # A _tl variant built without one encoding says how to get it back.
+    time_only = BACKBONE_REGISTRY.build(
+        "prithvi_eo_v2_tiny_tl", img_size=32, coords_encoding=["time"]
+    )
+    assert time_only.extra_inputs == ("temporal_coords",)
+    with pytest.raises(ValueError, match=r"coords_encoding=\['time'\]; rebuild"):
+        time_only(torch.randn(1, 6, 32, 32), location_coords=torch.zeros(1, 2))
 
 
 def test_single_frame_and_other_sizes() -> None:

@@ -15,11 +15,18 @@ import torch
 from safetensors.torch import save_file
 
 from geofm.data.bands import HLSBands
-from geofm.models.backbones.prithvi_vit import VARIANTS
-from geofm.models.backbones.prithvi_weights import find_cached_file
+from geofm.models.backbones.pretrained import PRETRAINED_CONFIGS, find_cached_file
 from geofm.registry import BACKBONE_REGISTRY
 
-LAYOUTS = Path(__file__).parents[3] / ".." / "shared" / "specs" / "prithvi_state_dict_layouts.json"
+# ../shared beside the checkout (also found from a worktree nested deeper, such as wt/name).
+LAYOUTS = next(
+    (
+        found
+        for parent in Path(__file__).resolve().parents[3:]
+        if (found := parent / "shared" / "specs" / "prithvi_state_dict_layouts.json").is_file()
+    ),
+    Path(__file__).parents[3] / ".." / "shared" / "specs" / "prithvi_state_dict_layouts.json",
+)
 BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2"]
 # name: (embed dim, depth, patch side, time/location scales), from the spec's variant table.
 SPEC = {
@@ -155,7 +162,8 @@ def test_layout_generator_matches_spec_file() -> None:
 def test_model_state_dict_has_the_official_names(name: str) -> None:
     model = build(name)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == encoder_layout(name)
-    assert VARIANTS[name].hub_file is None or VARIANTS[name].hub_file.endswith(".pt")
+    hub_file = PRETRAINED_CONFIGS[name].hub_file
+    assert hub_file is None or hub_file.endswith(".pt")
 
 
 # ------------------------------------------------------------------------------ every variant

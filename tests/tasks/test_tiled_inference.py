@@ -89,7 +89,6 @@ class TimeShiftModel(PointwiseModel):
 
 
 def test_real_tiled_forward_matches_whole_image():
-    pytest.importorskip("geofm.inference.in_memory", reason="geofm.inference is not in this tree yet")
     samples = make_samples("segmentation", n=2)
     for i, sample in enumerate(samples):
         sample["temporal_coords"] = torch.tensor([[2020.0 + i, 100.0 * i]])

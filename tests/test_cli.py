@@ -190,10 +190,26 @@ def test_bad_configs_fail_before_training(tmp_path, folders, override, message):
 
 
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
-def test_example_configs_parse_and_build(example):
+def test_example_configs_build_and_run_a_forward_step(example):
+    """Each example builds through the CLI and its model predicts on an input of its bands."""
     cli = run_lightning_cli(["-c", str(example), "--trainer.logger", "false"], run=False)
-    assert isinstance(cli.model.model, torch.nn.Module)
-    assert cli.datamodule is not None
+    bands = cli.datamodule.selection.num_bands
+    assert bands, f"{example.name}: the data section does not say how many bands an image has"
+    model_args = yaml.safe_load(example.read_text())["model"]["init_args"]["model_args"]
+    size = 64  # small, a multiple of every patch size and of ResNet's 32
+    shape: tuple[int, ...] = (2, bands, size, size)
+    if cli.datamodule.expand_temporal_dimension:
+        shape = (2, bands, model_args["backbone_num_frames"], size, size)
+    model = cli.model.model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(shape)).output
+    expected = {
+        "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
+        "PixelwiseRegressionTask": (2, size, size),
+        "ClassificationTask": (2, model_args.get("num_classes")),
+    }[type(cli.model).__name__]
+    assert tuple(out.shape) == expected
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.slow

@@ -153,7 +153,9 @@ class ClassificationHead(nn.Module):
         if x.ndim == 2:
             return self.layers(x)
         if x.ndim != 4:
-            raise ValueError(f"ClassificationHead expects (B, C, H, W) or (B, C), got shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"ClassificationHead expects (B, C, H, W) or (B, C), got shape {tuple(x.shape)}."
+            )
         if self.linear_after_pool:
             return self.layers(x.mean(dim=(-2, -1)))
         # (B, C, H, W) -> (B, H*W, C): the layers run on every pixel, the logits are averaged.

@@ -197,7 +197,8 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
                 # Casting would truncate 0.99 to class 0 without a word.
                 raise RasterError(
                     f"Label '{path}' holds non-integer values {_few(fractional)}; segmentation "
-                    "labels are class indices. Write whole numbers (or tag the file's nodata value)."
+                    "labels are class indices. Write whole numbers (or tag the file's nodata "
+                    "value)."
                 )
         if has_nodata and self.no_label_replace is None and np.issubdtype(raw.dtype, np.floating):
             raise RasterError(
@@ -214,7 +215,6 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
             mask = np.where(nodata, fill, mask)
         return mask
 
-
     def _check_classes(self, classes: np.ndarray, path: Path) -> None:
         """Raise when ``classes`` (the label's valid pixels) leave ``[0, num_classes)``."""
         values = np.unique(classes)
@@ -227,10 +227,10 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
         if bad.size:
             shift = " after reduce_zero_label" if self.reduce_zero_label else ""
             raise RasterError(
-                f"Label '{path}' has class values {_few(bad)}{shift} outside [0, {self.num_classes}) "
-                f"for num_classes={self.num_classes}. Raise num_classes, tag the file's nodata "
-                "value, or set no_label_replace to the value that marks ignored pixels (with the "
-                "task's ignore_index set to the same)."
+                f"Label '{path}' has class values {_few(bad)}{shift} outside "
+                f"[0, {self.num_classes}) for num_classes={self.num_classes}. Raise num_classes, "
+                "tag the file's nodata value, or set no_label_replace to the value that marks "
+                "ignored pixels (with the task's ignore_index set to the same)."
             )
 
 

@@ -159,7 +159,8 @@ class EncoderDecoderFactory:
         if task == "classification":
             return ScalarOutputModel(task, encoder, decoder_module, head, neck_modules, aux_heads)
         return PixelWiseModel(
-            task, encoder, decoder_module, head, neck_modules, aux_heads, rescale=rescale is not False
+            task, encoder, decoder_module, head, neck_modules, aux_heads,
+            rescale=rescale is not False,
         )
 
     # ------------------------------------------------------------------ parts

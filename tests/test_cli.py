@@ -92,9 +92,31 @@ def test_fit_validate_test_predict(tmp_path, folders):
 
     last = str(run / "checkpoints" / "last.ckpt")
     validated = run_lightning_cli(["validate", "-c", str(config), "--ckpt_path", last])
-    assert "val/mIoU" in validated.trainer.callback_metrics
+    val_metrics = {k: float(v) for k, v in validated.trainer.callback_metrics.items()}
     tested = run_lightning_cli(["test", "-c", str(config), "--ckpt_path", last])
-    assert "test/mIoU" in tested.trainer.callback_metrics
+    # The checkpoint's own class maps on the same files, scored with numpy: the logged metrics
+    # must be these values (the test split is the validation folder).
+    task = validated.model.eval()
+    predicted = validated.trainer.predict(task, dataloaders=validated.datamodule.val_dataloader())
+    _, _, val = folders
+    pred, true = [], []
+    for batch in predicted:
+        for filename, classes in zip(batch["filename"], batch["prediction"]):
+            pred.append(classes.numpy())
+            true.append(val.labels[Path(filename).name.removesuffix("_img.tif")])
+    pred, true = np.stack(pred), np.stack(true).astype(np.int64)
+    assert len(pred) == len(val.names)
+    scored = true != 255  # ignore_index (the labels' nodata)
+    ious = []
+    for c in range(3):
+        inter = ((pred == c) & (true == c) & scored).sum()
+        union = (((pred == c) | (true == c)) & scored).sum()
+        if union:
+            ious.append(inter / union)
+    expected = {"mIoU": np.mean(ious), "Pixel_Accuracy": (pred == true)[scored].mean()}
+    for key, value in expected.items():
+        assert val_metrics[f"val/{key}"] == pytest.approx(value, abs=1e-5), key
+        assert float(tested.trainer.callback_metrics[f"test/{key}"]) == pytest.approx(value, abs=1e-5), key
 
     # Prediction needs only the predict root and the checkpoint.
     out = tmp_path / "predictions"
@@ -171,29 +193,56 @@ def test_registry_list_text():
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "error", "cause", "message"),
     [
-        (["--model.init_args.model_args.backbone", "timm_resnet1800"], "resnet1800"),
-        (["--model.init_args.model_args.decoder_unused_thing", "3"], "decoder_unused_thing"),
-        (["--model.init_args.model_args.bogus", "3"], "bogus"),
-        (["--data.init_args.train_data_root", "/nonexistent/geofm"], "train_data_root"),
-        (["--model.init_args.model_args.backbone_in_chans", "4"], "backbone_in_chans"),
+        # Model builds fail inside jsonargparse's instantiation, which raises a ValueError
+        # whose text and __cause__ carry geofm's own error.
+        (["--model.init_args.model_args.backbone", "timm_resnet1800"], ValueError, KeyError,
+         "'timm_resnet1800' is not in the backbone registry. Did you mean: 'timm_resnet18'"),
+        (["--model.init_args.model_args.decoder_unused_thing", "3"], ValueError, TypeError,
+         "smp_Unet got arguments it does not take: ['unused_thing']"),
+        (["--model.init_args.model_args.bogus", "3"], ValueError, ValueError,
+         "EncoderDecoderFactory got arguments it does not use: ['bogus']"),
+        # The datamodule's own error, raised as it is.
+        (["--data.init_args.train_data_root", "/nonexistent/geofm"], FileNotFoundError, None,
+         "train_data_root='/nonexistent/geofm' does not exist"),
+        # Caught by the band check at the first batch, before any optimizer step.
+        (["--model.init_args.model_args.backbone_in_chans", "4"], ValueError, None,
+         "model_args.backbone_in_chans=4 but the batch has 6 bands"),
     ],
+    ids=["unknown-backbone", "unused-decoder-arg", "unprefixed-arg", "missing-root", "band-mismatch"],
 )
-def test_bad_configs_fail_before_training(tmp_path, folders, override, message):
+def test_bad_configs_fail_before_training(tmp_path, folders, override, error, cause, message):
     config = write_config(tmp_path, folders)
-    with pytest.raises(BaseException) as info:  # jsonargparse exits; others raise
+    with pytest.raises(error) as info:
         run_lightning_cli(["fit", "-c", str(config), *override])
-    text = str(info.value) + str(getattr(info.value, "__cause__", ""))
-    assert message in text
+    assert message in str(info.value)
+    if cause is not None:
+        assert isinstance(info.value.__cause__, cause) and message in str(info.value.__cause__)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
-def test_example_configs_parse_and_build(example):
+def test_example_configs_build_and_run_a_forward_step(example):
+    """Each example builds through the CLI and its model predicts on an input of its bands."""
     cli = run_lightning_cli(["-c", str(example), "--trainer.logger", "false"], run=False)
-    assert isinstance(cli.model.model, torch.nn.Module)
-    assert cli.datamodule is not None
+    bands = cli.datamodule.selection.num_bands
+    assert bands, f"{example.name}: the data section does not say how many bands an image has"
+    model_args = yaml.safe_load(example.read_text())["model"]["init_args"]["model_args"]
+    size = 64  # small, a multiple of every patch size and of ResNet's 32
+    shape: tuple[int, ...] = (2, bands, size, size)
+    if cli.datamodule.expand_temporal_dimension:
+        shape = (2, bands, model_args["backbone_num_frames"], size, size)
+    model = cli.model.model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(shape)).output
+    expected = {
+        "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
+        "PixelwiseRegressionTask": (2, size, size),
+        "ClassificationTask": (2, model_args.get("num_classes")),
+    }[type(cli.model).__name__]
+    assert tuple(out.shape) == expected
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.slow

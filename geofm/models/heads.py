@@ -79,7 +79,8 @@ class RegressionHead(nn.Module):
         batch_norm: Use BatchNorm in the conv blocks.
         dropout: Dropout before the final conv.
 
-    Shapes: ``(B, in_channels, H, W) -> (B, H * 2**learned_upscale_layers, W * ...)``.
+    Shapes: ``(B, in_channels, H, W) -> (B, 1, H * 2**learned_upscale_layers, W * ...)``; the
+    model removes the channel axis (one place for every decoder, with or without a head).
     """
 
     def __init__(
@@ -103,21 +104,26 @@ class RegressionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.blocks(self.upscale(x)))
-        return self.final_act(self.final(x)).squeeze(1)
+        return self.final_act(self.final(x))
 
 
 class ClassificationHead(nn.Module):
     """Optional hidden linear layers, dropout, then a linear layer to class logits.
 
+    The head receives the decoder output and pools it itself, as TerraTorch's head does: a
+    feature map ``(B, C, H, W)`` is treated as ``H * W`` feature vectors.
+
     Args:
-        in_dim: Features after spatial pooling.
+        in_dim: Channels of the decoder output.
         num_classes: Number of classes.
         dim_list: Sizes of hidden linear layers (ReLU after each).
         dropout: Dropout before each linear layer.
-        linear_after_pool: Kept for config compatibility: pooling happens before this head,
-            in :class:`~geofm.models.scalar_output_model.ScalarOutputModel`, either way.
+        linear_after_pool: ``True``: average the feature map over H and W, then apply the
+            layers. ``False`` (TerraTorch's default): apply the layers to every pixel's feature
+            vector, then average the per-pixel logits. The two differ when ``dim_list`` adds
+            non-linear layers or dropout is on; for ``(B, C)`` input they are the same.
 
-    Shapes: ``(B, in_dim) -> (B, num_classes)``.
+    Shapes: ``(B, in_dim, H, W)`` or ``(B, in_dim) -> (B, num_classes)``.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class ClassificationHead(nn.Module):
         linear_after_pool: bool = False,
     ):
         super().__init__()
+        self.linear_after_pool = linear_after_pool
         layers: list[nn.Module] = []
         for dim in dim_list or ():
             layers += [nn.Dropout(dropout), nn.Linear(in_dim, dim), nn.ReLU(inplace=True)]
@@ -137,4 +144,13 @@ class ClassificationHead(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        if x.ndim == 2:
+            return self.layers(x)
+        if x.ndim != 4:
+            raise ValueError(
+                f"ClassificationHead expects (B, C, H, W) or (B, C), got shape {tuple(x.shape)}."
+            )
+        if self.linear_after_pool:
+            return self.layers(x.mean(dim=(-2, -1)))
+        # (B, C, H, W) -> (B, H*W, C): the layers run on every pixel, the logits are averaged.
+        return self.layers(x.flatten(2).transpose(1, 2)).mean(dim=1)

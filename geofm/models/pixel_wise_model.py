@@ -44,6 +44,11 @@ class PixelWiseModel(EncoderDecoderModel):
         self.rescale = rescale
 
     def _finish(self, out: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
+        """Resize, crop the padding and, for regression, drop the channel axis.
+
+        This is the one place where the regression channel is removed, so every decoder (with
+        or without its own head) gives ``(B, H, W)``.
+        """
         squeeze = out.ndim == 3
         if squeeze:
             out = out.unsqueeze(1)
@@ -53,8 +58,13 @@ class PixelWiseModel(EncoderDecoderModel):
         rows = math.ceil(size[0] * out.shape[-2] / padded[0])
         cols = math.ceil(size[1] * out.shape[-1] / padded[1])
         out = out[..., :rows, :cols]
-        if self.task == "regression" and out.shape[1] == 1:
-            return out.squeeze(1)
+        if self.task == "regression":
+            if out.shape[1] != 1:
+                raise ValueError(
+                    f"A regression model predicts one value per pixel, but its decoder/head gave "
+                    f"{out.shape[1]} channels (output shape {tuple(out.shape)})."
+                )
+            return out[:, 0]
         return out.squeeze(1) if squeeze else out
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:

@@ -22,13 +22,18 @@ def pool_spatial(x: torch.Tensor) -> torch.Tensor:
 
 
 class ScalarOutputModel(EncoderDecoderModel):
-    """Backbone → necks → decoder → spatial pooling → head, with ``(B, num_classes)`` output.
+    """Backbone → necks → decoder → head, with ``(B, num_classes)`` output.
+
+    The head gets the decoder output as it is and pools it (see
+    :class:`~geofm.models.heads.ClassificationHead`'s ``linear_after_pool``); a decoder that
+    includes its head and returns ``(B, num_classes, H, W)`` has its logits averaged over H and W.
 
     Args:
         task: ``"classification"``.
         encoder: Backbone returning ``list[Tensor]``.
         decoder: Decoder returning ``(B, C, H, W)`` or ``(B, C)``.
-        head: Classification head (``nn.Identity`` when the decoder includes it).
+        head: Classification head taking the decoder output, ``(B, C, H, W)`` or ``(B, C)``
+            (``nn.Identity`` when the decoder includes it).
         necks: Necks applied in order between encoder and decoder.
         aux_heads: Extra decoder+head modules by name.
     """
@@ -50,6 +55,6 @@ class ScalarOutputModel(EncoderDecoderModel):
         """Class logits ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
         x, _ = pad_to_multiple(x, self.pad_multiple)
         features = run_necks(self.neck, self.encoder(x, **kwargs), tuple(x.shape[-2:]))
-        output = self.head(pool_spatial(self.decoder(features)))
+        output = pool_spatial(self.head(self.decoder(features)))
         aux = {name: module(features) for name, module in self.aux_heads.items()}
         return ModelOutput(output=output, auxiliary_heads=aux)

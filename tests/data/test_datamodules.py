@@ -137,6 +137,63 @@ def test_reduce_zero_label(folder):
     assert np.all(sample["mask"].numpy()[nodata] == 99)  # nodata is not shifted
 
 
+def _sample(dm, name):
+    """The test sample of common name ``name`` (read now, so label checks run)."""
+    dm.setup("test")
+    return dm.test_dataset[dm.test_dataset.names.index(name)]
+
+
+def test_labels_outside_num_classes_name_file_values_and_num_classes(folder):
+    label = np.array(folder.labels["a_2"])
+    label[5, :3] = [7, 3, 12]  # the folder has 3 classes: 0, 1, 2
+    write_tif(folder.label_root / "lbl_a_2.tif", label, nodata=LABEL_NODATA)
+    dm = seg_dm(folder, no_label_replace=-1)
+    with pytest.raises(
+        RasterError,
+        match=r"Label '.*lbl_a_2.tif' has class values \[3, 7, 12\] outside \[0, 3\) for num_classes=3",
+    ):
+        _sample(dm, "a_2")
+    # The other files are fine, nodata (255) is not a class, and a larger num_classes accepts it.
+    _sample(dm, "a_1")
+    wide = seg_dm(folder, num_classes=13, no_label_replace=-1)
+    assert _sample(wide, "a_2")["mask"].max() == 12
+
+
+def test_label_check_allows_no_label_replace_and_reduce_zero_label(folder):
+    label = np.array(folder.labels["a_1"])
+    label[6, 0] = 99  # marks ignored pixels without being the file's nodata value
+    write_tif(folder.label_root / "lbl_a_1.tif", label, nodata=LABEL_NODATA)
+    with pytest.raises(RasterError, match=r"\[99\]"):
+        dm = seg_dm(folder)
+        _sample(dm, "a_1")
+    dm = seg_dm(folder, no_label_replace=99)
+    assert _sample(dm, "a_1")["mask"][6, 0] == 99
+    # Classes 1..3 shifted to 0..2; class 0 becomes -1, which reduce_zero_label means.
+    shifted = np.where(label == LABEL_NODATA, label, np.minimum(label + 1, 3)).astype(np.uint8)
+    shifted[6, 0] = 0
+    write_tif(folder.label_root / "lbl_a_1.tif", shifted, nodata=LABEL_NODATA)
+    dm = seg_dm(folder, reduce_zero_label=True)
+    assert _sample(dm, "a_1")["mask"][6, 0] == -1
+
+
+def test_fractional_float_labels_are_refused(tmp_path):
+    folder = make_pixel_folder(tmp_path, label_dtype="float32", label_nodata=-1.0)
+    whole = {name: np.where(lbl == -1.0, lbl, np.clip(np.round(lbl), 0, 2)) for name, lbl in folder.labels.items()}
+    for name, lbl in whole.items():
+        write_tif(folder.label_root / f"lbl_{name}.tif", lbl.astype(np.float32), nodata=-1.0)
+    dm = seg_dm(folder, no_label_replace=-1)
+    np.testing.assert_array_equal(
+        _sample(dm, "b_3")["mask"].numpy(), whole["b_3"].astype(np.int64)
+    )
+    bad = whole["b_3"].copy()
+    bad[3, 3], bad[3, 4] = 0.99, 1.5
+    write_tif(folder.label_root / "lbl_b_3.tif", bad.astype(np.float32), nodata=-1.0)
+    # Checked even without num_classes: casting would make 0.99 class 0 silently.
+    dm = seg_dm(folder, no_label_replace=-1, num_classes=None)
+    with pytest.raises(RasterError, match=r"Label '.*lbl_b_3.tif' holds non-integer values \[0.99, 1.5\]"):
+        _sample(dm, "b_3")
+
+
 def test_constant_scale_applies_before_nodata_replacement(folder):
     dm = seg_dm(folder, constant_scale=0.5, no_data_replace=-1.0, output_bands=[3])
     dm.setup("test")

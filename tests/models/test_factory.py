@@ -141,10 +141,103 @@ def test_includes_head_decoder_gets_num_classes(factory):
         factory.build_model("segmentation", "timm_resnet18", "_TestHeadDecoder", num_classes=2, head_dropout=0.1)
 
 
-def test_classification_head(factory):
-    model = resnet_unet(factory, "classification", head_dim_list=[16], head_dropout=0.2)
+def _linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _dropout_ps(module: nn.Module) -> list[float]:
+    return [m.p for m in module.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d))]
+
+
+def test_classification_head_dim_list_and_dropout_reach_the_head(factory):
+    model = resnet_unet(factory, "classification", head_dim_list=[16, 12], head_dropout=0.9)
     assert isinstance(model.head, ClassificationHead)
-    assert model(torch.randn(2, 6, 64, 64)).output.shape == (2, 3)
+    # decoder_channels[-1] = 8 features in, two hidden layers, 3 classes out.
+    assert _linear_sizes(model.head) == [(8, 16), (16, 12), (12, 3)]
+    assert _dropout_ps(model.head) == [0.9, 0.9, 0.9]
+    x = torch.randn(2, 6, 64, 64)
+    model.train()
+    assert not torch.equal(model(x).output, model(x).output)  # dropout is on in training
+    model.eval()
+    assert torch.equal(model(x).output, model(x).output)
+    assert model(x).output.shape == (2, 3)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "regression"])
+def test_pixel_head_channel_list_and_dropout_reach_the_head(factory, task):
+    model = resnet_unet(factory, task, head_channel_list=[12, 6], head_dropout=0.9)
+    convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)]
+    outputs = 3 if task == "segmentation" else 1
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(8, 12), (12, 6), (6, outputs)]
+    assert _dropout_ps(model.head) == [0.9]
+    x = torch.randn(2, 6, 64, 64)
+    model.train()
+    assert not torch.equal(model(x).output, model(x).output)
+    model.eval()
+    assert torch.equal(model(x).output, model(x).output)
+
+
+def test_linear_after_pool_changes_where_the_head_pools():
+    torch.manual_seed(1)
+    features = torch.randn(2, 8, 5, 7)
+    after = ClassificationHead(8, 3, dim_list=[16], linear_after_pool=True).eval()
+    per_pixel = ClassificationHead(8, 3, dim_list=[16], linear_after_pool=False).eval()
+    per_pixel.load_state_dict(after.state_dict())
+    pooled_first = after.layers(features.mean(dim=(2, 3)))
+    logits_averaged = per_pixel.layers(features.permute(0, 2, 3, 1)).mean(dim=(1, 2))
+    torch.testing.assert_close(after(features), pooled_first)
+    torch.testing.assert_close(per_pixel(features), logits_averaged)
+    # With a ReLU layer the two orders give different logits: the flag has an effect.
+    assert not torch.allclose(after(features), per_pixel(features), atol=1e-4)
+    # A pooled (B, C) input has nothing left to pool: both give the same.
+    torch.testing.assert_close(after(features[:, :, 0, 0]), per_pixel(features[:, :, 0, 0]))
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        after(torch.randn(2, 8, 5))
+
+
+@pytest.mark.parametrize("linear_after_pool", [True, False])
+def test_linear_after_pool_reaches_the_model_head(factory, linear_after_pool):
+    model = resnet_unet(
+        factory, "classification", head_dim_list=[16], head_linear_after_pool=linear_after_pool
+    ).eval()
+    assert model.head.linear_after_pool is linear_after_pool
+    x = torch.randn(2, 6, 64, 64)
+    # The model hands the decoder's feature map to the head, which pools as it is told.
+    feature_map = model.decoder(model.encoder(x))
+    assert feature_map.ndim == 4
+    if linear_after_pool:
+        expected = model.head.layers(feature_map.mean(dim=(2, 3)))
+    else:
+        expected = model.head.layers(feature_map.permute(0, 2, 3, 1)).mean(dim=(1, 2))
+    torch.testing.assert_close(model(x).output, expected)
+
+
+def test_rescale_is_refused_for_classification(factory):
+    for value in (True, False):
+        with pytest.raises(ValueError, match="rescale.*classification"):
+            resnet_unet(factory, "classification", rescale=value)
+    assert resnet_unet(factory, "segmentation").rescale is True  # the default for pixel tasks
+
+
+def test_regression_channel_is_removed_by_the_model_only(factory):
+    head = RegressionHead(8)
+    assert head(torch.randn(2, 8, 4, 4)).shape == (2, 1, 4, 4)
+    for decoder, kwargs in (("smp_Unet", {"decoder_decoder_channels": [32, 16, 16, 8, 8]}),
+                            ("ASPPRegressionHead", {"decoder_channels": 8})):
+        model = factory.build_model("regression", "timm_resnet18", decoder, **kwargs).eval()
+        out = model(torch.randn(2, 3, 64, 64))
+        assert out.output.shape == (2, 64, 64), decoder
+
+    class TwoChannels(nn.Module):
+        out_channels = 2
+        includes_head = True
+
+        def forward(self, features):
+            return features[-1][:, :2]
+
+    model = factory.build_model("regression", "timm_resnet18", TwoChannels())
+    with pytest.raises(ValueError, match="one value per pixel.*2 channels"):
+        model(torch.randn(1, 3, 64, 64))
 
 
 def test_rescale_off_keeps_decoder_resolution(factory):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from geofm.tasks import PixelwiseRegressionTask
 
@@ -54,10 +55,27 @@ def test_class_weights_are_refused():
         PixelwiseRegressionTask(model=TinyPixelModel(out_channels=0), class_weights=[1.0, 2.0])
 
 
+class _TrainLosses(Callback):
+    """Records the training loss of every step (computed before that step's update)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
 def test_factory_model_trains():
     args = {"backbone": "timm_resnet18", "decoder": "smp_Unet", "backbone_in_chans": 4,
             "decoder_decoder_channels": [32, 16, 16, 8, 8]}
-    task = PixelwiseRegressionTask(model_args=args)
-    t = trainer(limit_train_batches=1, limit_val_batches=1)
-    t.fit(task, datamodule=DictDataModule(make_samples("regression")))
+    task = PixelwiseRegressionTask(model_args=args, lr=1e-3)
+    # One fixed batch of 4 samples, seen 8 times: a model that learns fits it.
+    dm = DictDataModule(make_samples("regression"), batch_size=4, means=[500.0] * 4, stds=[290.0] * 4)
+    record = _TrainLosses()
+    t = trainer(max_epochs=8, limit_train_batches=1, limit_val_batches=1, callbacks=[record])
+    t.fit(task, datamodule=dm)
+    assert len(record.losses) == 8 and all(map(math.isfinite, record.losses))
+    # Falls step after step (Adam on a fixed batch); a model that does not learn stays flat.
+    assert all(later < earlier for earlier, later in zip(record.losses, record.losses[1:])), record.losses
+    assert record.losses[-1] < 0.9 * record.losses[0], record.losses
     assert math.isfinite(float(t.callback_metrics["val/RMSE"]))

@@ -32,7 +32,10 @@ class GenericNonGeoSegmentationDataModule(GenericPixelWiseDataModule):
             num_classes: 2
 
     Args:
-        num_classes: Number of classes (read by the task; labels are not checked against it).
+        num_classes: Number of classes. When given, labels are checked as they are read: a
+            value outside ``[0, num_classes)`` that is not ``no_label_replace`` raises an error
+            naming the label file (see
+            :class:`~geofm.data.datasets.pixel_wise.GenericNonGeoSegmentationDataset`).
         reduce_zero_label: Subtract 1 from every label, for label files whose classes start at
             1 (class 0 becomes -1: ignore it with ``ignore_index=-1``). Nodata pixels are not
             shifted; they get ``no_label_replace``.

@@ -156,7 +156,9 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
 
     Args:
         *args: See :class:`GenericPixelWiseDataset`.
-        num_classes: Number of classes (kept for the datamodule; labels are not checked).
+        num_classes: Number of classes. When given, every label read is checked: a pixel
+            (not nodata) outside ``[0, num_classes)`` that is not ``no_label_replace`` (nor
+            ``-1`` with ``reduce_zero_label``) raises :class:`RasterError` naming the file.
         reduce_zero_label: Subtract 1 from every label (class 0 becomes -1, to be ignored with
             ``ignore_index=-1``) for label files whose classes start at 1. Nodata pixels are not
             shifted; they get ``no_label_replace``.
@@ -177,8 +179,24 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
         self.reduce_zero_label = reduce_zero_label
 
     def convert_label(self, raw: np.ndarray, nodata: np.ndarray, path: Path) -> np.ndarray:
-        """Class indices ``(H, W)`` int64, nodata pixels set to ``no_label_replace``."""
+        """Class indices ``(H, W)`` int64, nodata pixels set to ``no_label_replace``.
+
+        Raises:
+            RasterError: for float labels with fractional values, and (with ``num_classes``)
+                for class values outside ``[0, num_classes)``; the message names ``path``.
+        """
         has_nodata = bool(nodata.any())
+        valid = ~nodata if has_nodata else slice(None)
+        if np.issubdtype(raw.dtype, np.floating):
+            values = np.unique(raw[valid])
+            fractional = values[values != np.round(values)]
+            if fractional.size:
+                # Casting would truncate 0.99 to class 0 without a word.
+                raise RasterError(
+                    f"Label '{path}' holds non-integer values {_few(fractional)}; segmentation "
+                    "labels are class indices. Write whole numbers (or tag the file's nodata "
+                    "value)."
+                )
         if has_nodata and self.no_label_replace is None and np.issubdtype(raw.dtype, np.floating):
             raise RasterError(
                 f"Label '{path}' has nodata/NaN pixels, which have no class index; set "
@@ -187,10 +205,37 @@ class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):
         mask = np.where(nodata, 0, raw).astype(np.int64) if has_nodata else raw.astype(np.int64)
         if self.reduce_zero_label:
             mask = mask - 1
+        if self.num_classes is not None:
+            self._check_classes(mask[valid], path)
         if has_nodata:
             fill = raw.astype(np.int64) if self.no_label_replace is None else self.no_label_replace
             mask = np.where(nodata, fill, mask)
         return mask
+
+    def _check_classes(self, classes: np.ndarray, path: Path) -> None:
+        """Raise when ``classes`` (the label's valid pixels) leave ``[0, num_classes)``."""
+        values = np.unique(classes)
+        allowed = (values >= 0) & (values < self.num_classes)
+        if self.no_label_replace is not None:
+            allowed |= values == self.no_label_replace
+        if self.reduce_zero_label:
+            allowed |= values == -1  # class 0 shifted away on purpose
+        bad = values[~allowed]
+        if bad.size:
+            shift = " after reduce_zero_label" if self.reduce_zero_label else ""
+            raise RasterError(
+                f"Label '{path}' has class values {_few(bad)}{shift} outside "
+                f"[0, {self.num_classes}) for num_classes={self.num_classes}. Raise num_classes, "
+                "tag the file's nodata value, or set no_label_replace to the value that marks "
+                "ignored pixels (with the task's ignore_index set to the same)."
+            )
+
+
+def _few(values: np.ndarray, count: int = 5) -> str:
+    """The first ``count`` sorted values of ``values`` for a message, with how many more."""
+    shown = ", ".join(f"{v:g}" for v in np.sort(values)[:count].tolist())
+    more = f" and {values.size - count} more" if values.size > count else ""
+    return f"[{shown}]{more}"
 
 
 class GenericNonGeoPixelwiseRegressionDataset(GenericPixelWiseDataset):

@@ -32,8 +32,9 @@ class DecoderWithHead(nn.Module):
 
     Args:
         decoder: Decoder returning ``(B, C, H, W)``.
-        head: Head applied to the decoder output (after spatial pooling when ``pool``).
-        pool: Average the decoder output over H and W first (classification).
+        head: Head applied to the decoder output.
+        pool: Average the head output over H and W (classification: a no-op on the
+            ``(B, num_classes)`` of a :class:`ClassificationHead`, which pools itself).
     """
 
     def __init__(self, decoder: nn.Module, head: nn.Module, pool: bool = False):
@@ -44,7 +45,8 @@ class DecoderWithHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         out = self.decoder(features)
-        return self.head(pool_spatial(out) if self.pool else out)
+        out = self.head(out)
+        return pool_spatial(out) if self.pool else out
 
 
 def _split_prefixed(kwargs: Mapping[str, Any], prefixes: Sequence[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -96,7 +98,7 @@ class EncoderDecoderFactory:
         num_classes: int | None = None,
         necks: list[Mapping[str, Any]] | None = None,
         aux_decoders: list[AuxiliaryHead | Mapping[str, Any]] | None = None,
-        rescale: bool = True,
+        rescale: bool | None = None,
         **kwargs: Any,
     ) -> Model:
         """Compose a model.
@@ -111,13 +113,15 @@ class EncoderDecoderFactory:
             necks: ``[{"name": "SelectIndices", "indices": [2, 5, 8, 11]}, ...]``, built from
                 ``NECK_REGISTRY`` in order, each given the channels the previous one produced.
             aux_decoders: Auxiliary heads built on the same necked features.
-            rescale: Resize pixel-wise outputs to the input size.
+            rescale: Resize pixel-wise outputs to the input size (default ``True``). Not for
+                classification, whose output is one value per image.
             **kwargs: ``backbone_*``, ``decoder_*`` and ``head_*`` arguments, routed to the
                 backbone, the decoder and the head with the prefix removed.
 
         Raises:
             NotImplementedError: for an unsupported task.
-            ValueError: for keywords without a known prefix (all are listed).
+            ValueError: for keywords without a known prefix (all are listed), and for
+                ``rescale`` given with classification.
         """
         task = task.lower()
         if task not in SUPPORTED_TASKS:
@@ -130,6 +134,12 @@ class EncoderDecoderFactory:
                 f"EncoderDecoderFactory got arguments it does not use: {sorted(unused)}. "
                 "Prefix backbone arguments with 'backbone_', decoder arguments with "
                 "'decoder_' and head arguments with 'head_'."
+            )
+        if task == "classification" and rescale is not None:
+            # Accepting it would silently do nothing: there is no output map to resize.
+            raise ValueError(
+                f"rescale={rescale!r} has no effect for classification (one prediction per image, "
+                "no output map to resize); remove rescale from model_args."
             )
         if task in ("segmentation", "classification") and num_classes is None:
             raise ValueError(f"Task '{task}' needs num_classes.")
@@ -148,7 +158,10 @@ class EncoderDecoderFactory:
         }
         if task == "classification":
             return ScalarOutputModel(task, encoder, decoder_module, head, neck_modules, aux_heads)
-        return PixelWiseModel(task, encoder, decoder_module, head, neck_modules, aux_heads, rescale=rescale)
+        return PixelWiseModel(
+            task, encoder, decoder_module, head, neck_modules, aux_heads,
+            rescale=rescale is not False,
+        )
 
     # ------------------------------------------------------------------ parts
     @staticmethod

@@ -120,7 +120,8 @@ class BaseTask(LightningModule, ABC):
             (``{"tile_size": 224, "overlap": 32}``), used in validation, test and predict.
         plot_on_val: Log an image | label | prediction figure of the first sample of the first
             ``plot_on_val`` validation batches, to loggers that accept figures (TensorBoard).
-        rgb_indices: The three bands shown as red, green, blue in plots.
+        rgb_indices: The three bands shown as red, green, blue in plots (else the
+            datamodule's ``rgb_indices``, else the first three).
     """
 
     #: ``task`` argument of the model factory
@@ -179,6 +180,7 @@ class BaseTask(LightningModule, ABC):
             self.preprocess.configure(mean=means, std=stds, source="the task's means/stds")
         self._expected_bands: list[tuple[int, str]] | None = None
         self._missing_inputs_logged: set[str] = set()
+        self.rgb_indices = rgb_indices
         self._updated_stages: set[str] = set()
         self._plot_skipped_logged = False
         self.configure_models(model)
@@ -264,17 +266,6 @@ class BaseTask(LightningModule, ABC):
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------ preprocessing
-    def set_normalization(
-        self, means: Sequence[float] | None, stds: Sequence[float] | None, source: str = "means/stds"
-    ) -> None:
-        """Normalise images as ``(image - means) / stds`` per band from now on.
-
-        Raises:
-            ValueError: when only one is given, their lengths differ, or a std is not positive.
-        """
-        self.preprocess.configure(mean=means, std=stds, source=source)
-        self._expected_bands = None
-
     def setup(self, stage: str) -> None:
         """Complete the preprocessing from the datamodule, then from the backbone.
 
@@ -286,6 +277,8 @@ class BaseTask(LightningModule, ABC):
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         self.configure_preprocess(datamodule)
+        # Plots show the datamodule's RGB bands unless the task names its own.
+        self.rgb_indices = self.hparams.rgb_indices or getattr(datamodule, "rgb_indices", None)
         if self.hparams.tiled_inference:
             _tiled_forward_function()  # fail now rather than after a training epoch
 
@@ -553,7 +546,7 @@ class BaseTask(LightningModule, ABC):
             self.decode(prediction.detach())[0],
             mode=self.plot_mode,
             class_names=self.hparams.class_names,
-            rgb_indices=self.hparams.rgb_indices,
+            rgb_indices=self.rgb_indices,
             num_classes=self.num_classes,
         )
         for writer in writers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -98,3 +100,26 @@ def test_checkpoint_keeps_normalisation(tmp_path):
     assert loaded.hparams.num_classes == 3
     for name, value in task.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], value)
+
+
+def test_backbone_pretraining_statistics_are_the_default(caplog):
+    """No means/stds anywhere: Prithvi's pretraining statistics for the chosen bands, logged."""
+    from geofm.models.backbones.pretrained import PRETRAINED_CONFIGS
+
+    bands = ["RED", "GREEN", "BLUE", "NIR_NARROW"]
+    model_args = {
+        "backbone": "prithvi_eo_tiny", "backbone_bands": bands, "backbone_img_size": SIZE,
+        "necks": [{"name": "SelectIndices", "indices": [-1]}, {"name": "ReshapeTokensToImage"}],
+        "decoder": "FCNDecoder", "decoder_channels": 8, "num_classes": 3,
+    }
+    task = SemanticSegmentationTask(model_args=model_args)
+    with caplog.at_level(logging.INFO, logger="geofm.tasks.base"):
+        trainer(limit_val_batches=1).validate(task, datamodule=DictDataModule(make_samples("segmentation", n=2)))
+    cfg = PRETRAINED_CONFIGS["prithvi_eo_tiny"]
+    expected = [cfg.mean[cfg.bands.index(b)] for b in bands]
+    torch.testing.assert_close(task.preprocess.mean, torch.tensor(expected))
+    assert [r for r in caplog.records if "pretraining statistics" in r.getMessage()]
+    # Statistics from the datamodule win over the backbone's.
+    task = SemanticSegmentationTask(model_args=model_args)
+    trainer(limit_val_batches=1).validate(task, datamodule=DictDataModule(make_samples("segmentation", n=2), means=MEANS, stds=STDS))
+    torch.testing.assert_close(task.preprocess.mean, torch.tensor(MEANS))

@@ -95,3 +95,16 @@ def test_rgb_image_checks_indices():
     assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
     with pytest.raises(ValueError, match=r"rgb_indices=\[0, 1, 9\]"):
         plotting.rgb_image(torch.rand(4, 8, 8), rgb_indices=[0, 1, 9])
+
+
+def test_datamodule_rgb_indices_reach_the_plots(monkeypatch):
+    shown = []
+    monkeypatch.setattr(plotting, "plot_sample", lambda *a, **k: shown.append(k["rgb_indices"]) or object())
+    dm = DictDataModule(make_samples("segmentation", n=2))
+    dm.rgb_indices = [3, 0, 1]
+    task = SemanticSegmentationTask(model=TinyPixelModel(), num_classes=3, plot_on_val=1)
+    trainer(logger=FigureLogger(), limit_val_batches=1).validate(task, datamodule=dm)
+    assert shown == [[3, 0, 1]]
+    own = SemanticSegmentationTask(model=TinyPixelModel(), num_classes=3, plot_on_val=1, rgb_indices=[2, 1, 0])
+    trainer(logger=FigureLogger(), limit_val_batches=1).validate(own, datamodule=dm)
+    assert shown[-1] == [2, 1, 0]  # the task's own choice wins

@@ -34,23 +34,27 @@ COORDINATE_KEYS = ("temporal_coords", "location_coords")
 PredictionKind = Literal["probabilities", "multilabel", "values"]
 
 
-def output_tensor(output: Any) -> torch.Tensor:
-    """The prediction tensor in what a model returned, as ``(B, K, h, w)``.
-
-    Accepts a tensor, a :class:`~geofm.models.model.ModelOutput` (its ``output``) or a dict
-    with an ``"output"`` key; ``(B, h, w)`` regression maps gain a channel axis.
-    """
+def _output(output: Any) -> torch.Tensor:
+    """The tensor in what a model returned; a ``(B, h, w)`` regression map gains its channel."""
     if isinstance(output, dict) and "output" in output:
         output = output["output"]
     elif not isinstance(output, torch.Tensor) and hasattr(output, "output"):
         output = output.output
     if not isinstance(output, torch.Tensor):
         raise TypeError(
-            f"The model returned {type(output).__name__}; pixel-wise prediction needs a tensor "
-            "(B, K, h, w), a ModelOutput or a dict with an 'output' tensor."
+            f"The model returned {type(output).__name__}; prediction needs a tensor, a "
+            "ModelOutput or a dict with an 'output' tensor."
         )
-    if output.ndim == 3:
-        output = output.unsqueeze(1)
+    return output.unsqueeze(1) if output.ndim == 3 else output
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The prediction tensor in what a model returned, as ``(B, K, h, w)``.
+
+    Accepts a tensor, a :class:`~geofm.models.model.ModelOutput` (its ``output``) or a dict
+    with an ``"output"`` key; ``(B, h, w)`` regression maps gain a channel axis.
+    """
+    output = _output(output)
     if output.ndim != 4:
         raise ValueError(
             f"The model returned a tensor of shape {tuple(output.shape)}; pixel-wise prediction "
@@ -130,17 +134,7 @@ class Predictor:
         """
         x = self.preprocess(image) if self.preprocess is not None else image.float()
         inputs = {key: value for key, value in extra.items() if key in self.extra_inputs}
-        out = self.model(x, **inputs)
-        if isinstance(out, dict) and "output" in out:
-            out = out["output"]
-        elif not isinstance(out, torch.Tensor) and hasattr(out, "output"):
-            out = out.output
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(
-                f"The model returned {type(out).__name__}; prediction needs a tensor, a "
-                "ModelOutput or a dict with an 'output' tensor."
-            )
-        return out.unsqueeze(1) if out.ndim == 3 else out
+        return _output(self.model(x, **inputs))
 
     def __call__(self, image: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         """``(N, K, h, w)`` float32 probabilities or values for raw ``image``."""

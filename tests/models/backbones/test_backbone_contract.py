@@ -21,16 +21,7 @@ from geofm.models.backbones.pretrained import (
 )
 from geofm.registry import BACKBONE_REGISTRY, GEOFM_BACKBONE_REGISTRY
 
-VIT = [
-    "prithvi_eo_tiny",
-    "prithvi_eo_v1_100",
-    "prithvi_eo_v2_tiny_tl",
-    "prithvi_eo_v2_100_tl",
-    "prithvi_eo_v2_300",
-    "prithvi_eo_v2_300_tl",
-    "prithvi_eo_v2_600",
-    "prithvi_eo_v2_600_tl",
-]
+VIT = list(prithvi_vit.VARIANTS)  # every registered ViT variant
 SWIN = ["prithvi_swin_B", "prithvi_swin_L"]
 SMALL_SWIN = {"depths": (1, 1, 2, 1), "embed_dim": 16, "num_heads": (1, 2, 4, 8)}
 V1_MEAN = [775.0, 1081.0, 1229.0, 2497.0, 2204.0, 1611.0]

@@ -286,8 +286,9 @@ class BaseTask(LightningModule, ABC):
         """Take ``datamodule``'s preprocessing settings, then the backbone's statistics if none."""
         if datamodule is not None:
             settings = _datamodule_preprocess_settings(datamodule)
-            if self.hparams.means is not None:
-                settings.pop("mean", None), settings.pop("std", None)
+            if self.hparams.means is not None:  # the task's own statistics win
+                settings.pop("mean", None)
+                settings.pop("std", None)
             source = f"{type(datamodule).__name__}.means/stds"
             self.preprocess.configure(**settings, source=source)
         if not self.preprocess.has_statistics:

@@ -275,6 +275,7 @@ def predict_scene(
         if resume and GeoTiffSink.finished(output_path, fingerprint):
             log.info("%s is already complete with these settings; skipping.", output_path)
             return output_path
+        # Takes <output>.lock: a second run into the same output stops here with the holder.
         sink = GeoTiffSink(
             output_path,
             source.width,
@@ -283,6 +284,10 @@ def predict_scene(
             resume=resume,
             checkpoint_seconds=checkpoint_seconds,
         )
+        if resume and GeoTiffSink.finished(output_path, fingerprint):  # finished meanwhile
+            sink.close()
+            log.info("%s is already complete with these settings; skipping.", output_path)
+            return output_path
         settings = {
             "output": output,
             "extra_inputs": {k: v.to(device) for k, v in (extra_inputs or {}).items()},
@@ -295,7 +300,11 @@ def predict_scene(
             "overviews": overviews,
             "progress": progress,
         }
-        engine = _SceneRun(predictor, source, grid, sink, settings)
+        try:
+            engine = _SceneRun(predictor, source, grid, sink, settings)
+        except BaseException:
+            sink.close()
+            raise
         return engine.run()
 
 
@@ -413,7 +422,11 @@ class _SceneRun:
             for future in pending:
                 future.cancel()
             self._stop_writer(failed)
-        path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))
+        try:
+            path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))
+        except BaseException:
+            self.sink.close()  # releases the lock; keeps a partial that can still resume
+            raise
         log.info("%s: %d tiles in %.1f s.", path, len(tiles) - start, time.perf_counter() - started)
         return path
 
@@ -421,13 +434,18 @@ class _SceneRun:
         try:
             if self.writer is not None:
                 self.writer.stop()  # writes what is queued, so resume loses little
+        except BaseException:
+            failed = True
+            raise
         finally:
             if failed:
                 self.sink.close()
-                log.warning(
-                    "Stopped before the end; the partial output %s is kept for resume=True.",
-                    self.sink.temp,
-                )
+                if not self.sink.failed:  # a failed write removed the partial output
+                    log.warning(
+                        "Stopped before the end; the partial output %s is kept for "
+                        "resume=True.",
+                        self.sink.temp,
+                    )
 
 
 def _overview_resampling(kind: OutputKind) -> Any:

@@ -115,11 +115,11 @@ class _GdalFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         found = self._threads.get(record.thread or 0)
-        message = record.getMessage()
-        if found is not None and (
-            record.levelno >= logging.ERROR or message.startswith("GDAL signalled an error")
-        ):
-            found.append(message)
+        if found is not None:
+            if str(record.msg).startswith("GDAL signalled an error") and len(record.args or ()) == 2:
+                found.append(str(record.args[1]))  # (err_no, msg): keep GDAL's message
+            elif record.levelno >= logging.ERROR:
+                found.append(record.getMessage())
         effective = self._saved.get(record.name, (0, logging.NOTSET))[1]
         return record.levelno >= effective
 
@@ -163,7 +163,7 @@ def _free_space(folder: Path) -> str:
 
 def _write_error(path: Path, step: str, detail: str) -> OutputWriteError:
     return OutputWriteError(
-        f"Could not write {path} ({step}): {detail}. The disk holding {path.parent} may be full "
+        f"Could not write {path} ({step}): {detail.rstrip('.')}. The disk holding {path.parent} may be full "
         f"({_free_space(path.parent)} free now) or failing: free space there or write to "
         "another folder (--predict_output_dir). The incomplete file was removed; nothing was "
         f"written under {path.name}."
@@ -521,21 +521,20 @@ class GeoTiffSink:
     def _checked(self, step: str) -> Iterator[None]:
         """Run a GDAL step; on an exception or a failure GDAL only logged, remove the
         temporary file and raise :class:`OutputWriteError`."""
-        detail = None
+        failures: list[str] = []
         try:
             with _GDAL_FAILURES.capture() as failures:
                 yield
-            if failures:
-                detail = "; ".join(dict.fromkeys(failures))  # unique, in order
         except OutputWriteError:
             raise
         except Exception as err:  # rasterio, GDAL (CPLE_*) and the OS raise unrelated types
-            detail = f"{type(err).__name__}: {err}"
+            # rasterio's "See previous exception" message: GDAL's own reasons say more.
+            detail = "; ".join(dict.fromkeys([*failures, f"{type(err).__name__}: {err}"]))
             self._abort()
             raise _write_error(self.path, step, detail) from err
-        if detail is not None:
+        if failures:
             self._abort()
-            raise _write_error(self.path, step, detail)
+            raise _write_error(self.path, step, "; ".join(dict.fromkeys(failures)))
 
     def _reopen(self) -> None:
         with self._checked("reopening the partial file"):

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geofm.data.raster import report_nonfinite
 from geofm.inference.blending import BandBlender, OutputConverter, OutputKind, output_type
 from geofm.inference.in_memory import weigh_tiles
 from geofm.inference.predictor import Predictor, repeat_extra
@@ -257,6 +258,7 @@ def predict_scene(
     tile_rows = resolve_tile_args(tile_size, overlap, stride)[0][0]
     with RasterTileSource(input_path, bands, num_workers, gdal_cache_mb, tile_rows) as source:
         grid = plan_tiles(source.height, source.width, tile_size, overlap, stride)
+        source.set_grid(grid)  # count non-finite input pixels once each
         fingerprint = {
             "input": _file_identity(source.path),
             "bands": source.bands,
@@ -330,6 +332,7 @@ class _SceneRun:
         self.weights = torch.from_numpy(blend_weights(grid.tile_size, self.window)).to(self.device)
         self.writer: BackgroundWriter | None = None
         self.blender: BandBlender | None = None
+        self.nonfinite = [0, 0, 0]  # input pixels NaN or ±inf, of them ±inf, pixels counted
 
     def _start_output(self, channels: int) -> None:
         """Open the output and start the writer once the first batch gives the channels."""
@@ -378,6 +381,9 @@ class _SceneRun:
             self._start_output(weighted.shape[1])
         assert self.blender is not None and self.writer is not None
         for data, out in zip(batch, weighted, strict=True):
+            self.nonfinite[0] += data.nonfinite
+            self.nonfinite[1] += data.infinite
+            self.nonfinite[2] += data.counted
             rows = self.blender.add(data.tile, out, data.valid)
             if rows is not None:
                 self.writer.put(*rows)
@@ -428,6 +434,7 @@ class _SceneRun:
             self.sink.close()  # releases the lock; keeps a partial that can still resume
             raise
         log.info("%s: %d tiles in %.1f s.", path, len(tiles) - start, time.perf_counter() - started)
+        report_nonfinite(self.source.path, *self.nonfinite)  # written as nodata
         return path
 
     def _stop_writer(self, failed: bool) -> None:

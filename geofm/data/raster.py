@@ -8,6 +8,7 @@ written back on the sample's grid.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +23,83 @@ __all__ = [
     "GridInfo",
     "RasterError",
     "check_band_selection",
+    "count_nonfinite",
+    "raster_read_error",
     "read_image",
     "read_label",
     "read_grid",
+    "report_nonfinite",
 ]
 
 log = logging.getLogger(__name__)
 
+# Files whose non-finite pixels were reported: one line per file and process, not per epoch.
+_REPORTED: set[str] = set()
+_REPORTED_LOCK = threading.Lock()
+
 
 class RasterError(ValueError):
     """A file that cannot be read the way the settings ask (bands, size, values)."""
+
+
+def raster_read_error(
+    path: Path, err: BaseException, bands: list[int] | None = None, window: str | None = None
+) -> RasterError:
+    """The error for pixels of ``path`` that GDAL cannot read: names the file, bands, window.
+
+    Args:
+        path: The raster.
+        err: What rasterio or GDAL raised.
+        bands: The 1-based bands being read.
+        window: The pixels being read, in words (``"rows 0-512, columns 0-512"``).
+    """
+    where = ", ".join(
+        part
+        for part in (f"band(s) {bands}" if bands else None, window)
+        if part is not None
+    )
+    reason = str(err)
+    if err.__cause__ is not None and "previous exception" in reason:
+        reason = str(err.__cause__)  # GDAL's own reason, not rasterio's pointer to it
+    return RasterError(
+        f"Cannot read {where or 'the pixels'} of '{path}': {reason.rstrip('.')}. The file looks "
+        "truncated or "
+        "corrupt (an interrupted copy or download?): copy or export it again, or remove it "
+        "from the inputs."
+    )
+
+
+def count_nonfinite(raw: np.ndarray) -> tuple[int, int]:
+    """Pixels of ``raw`` ``(C, H, W)`` where any band is NaN or ±inf, and of those ±inf."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        return 0, 0
+    nonfinite = int((~np.isfinite(raw)).any(axis=0).sum())
+    infinite = int(np.isinf(raw).any(axis=0).sum()) if nonfinite else 0
+    return nonfinite, infinite
+
+
+def report_nonfinite(path: Path | str, nonfinite: int, infinite: int, pixels: int) -> None:
+    """Log, once per file and process, how many pixels hold NaN or ±inf (read as nodata).
+
+    ±inf is unusual (a broken band ratio, an overflow): WARNING; NaN alone is a common
+    nodata convention: INFO.
+    """
+    if nonfinite == 0:
+        return
+    with _REPORTED_LOCK:
+        if str(path) in _REPORTED:
+            return
+        _REPORTED.add(str(path))
+    level = logging.WARNING if infinite else logging.INFO
+    log.log(
+        level,
+        "'%s': %d of %d pixels hold NaN or ±inf in a selected band (%d of them ±inf); they "
+        "are treated as nodata.",
+        path,
+        nonfinite,
+        pixels,
+        infinite,
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +134,20 @@ def _open(path: Path) -> rasterio.DatasetReader:
     try:
         return rasterio.open(path)
     except RasterioIOError as err:
-        raise RasterError(f"Cannot read '{path}' as a raster: {err}") from err
+        if not path.exists() and "://" not in str(path):
+            raise RasterError(f"Cannot read '{path}': it does not exist.") from err
+        raise RasterError(
+            f"Cannot read '{path}' as a raster: {err}. If it should be one, it looks truncated "
+            "or corrupt: copy or export it again, or remove it from the inputs."
+        ) from err
+
+
+def _read(src: rasterio.DatasetReader, path: Path, indexes: list[int] | int) -> np.ndarray:
+    try:
+        return src.read(indexes)
+    except Exception as err:  # rasterio and GDAL (CPLE_*) raise unrelated types
+        bands = [indexes] if isinstance(indexes, int) else list(indexes)
+        raise raster_read_error(path, err, bands) from err
 
 
 def _grid(src: rasterio.DatasetReader) -> GridInfo:
@@ -192,8 +273,9 @@ def read_image(
         indexes, frames = _file_indexes(
             path, src.count, selection, expand_temporal_dimension, bands_key
         )
-        raw = src.read(indexes)
+        raw = _read(src, path, indexes)
         nodatavals = [src.nodatavals[i - 1] for i in indexes]
+    report_nonfinite(path, *count_nonfinite(raw), raw.shape[-2] * raw.shape[-1])
     nodata = _nodata_mask(raw, nodatavals)
     image = raw.astype(np.float32, copy=False)
     if nodata.any():
@@ -214,7 +296,8 @@ def read_label(path: str | Path) -> tuple[np.ndarray, np.ndarray, GridInfo]:
     path = Path(path)
     with _open(path) as src:
         grid = _grid(src)
-        raw = src.read(1)
+        raw = _read(src, path, 1)
         nodata_value = src.nodatavals[0]
+    report_nonfinite(path, *count_nonfinite(raw[None]), raw.size)
     nodata = _nodata_mask(raw[None], [nodata_value])[0]
     return raw, nodata, grid

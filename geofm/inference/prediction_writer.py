@@ -116,7 +116,10 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
         block = 256 if min(width, height) >= 256 else 16 * -(-min(width, height) // 16)
         crs, transform = _grid(prediction["crs"][index], prediction["transform"][index])
         profile = geotiff_profile(width, height, array.shape[0], dtype, crs, transform, nodata, block=block)
-        sink = GeoTiffSink(target, width, height, fingerprint={"input": str(filename)})
+        # Not exclusive: under DDP two ranks may write the same padded sample, each whole.
+        sink = GeoTiffSink(
+            target, width, height, fingerprint={"input": str(filename)}, exclusive=False
+        )
         sink.open(profile)
         try:
             sink.write(0, array)

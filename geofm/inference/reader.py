@@ -20,7 +20,8 @@ import rasterio
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from geofm.inference.tiling import Tile, reflect_indices
+from geofm.data.raster import count_nonfinite, raster_read_error
+from geofm.inference.tiling import Tile, TileGrid, reflect_indices
 
 __all__ = ["RasterTileSource", "TileData"]
 
@@ -35,13 +36,20 @@ class TileData:
         tile: The planned tile.
         image: ``(C, tile_h, tile_w)`` float32 raw values (NaN at nodata), reflect-padded
             outside the scene.
-        valid: ``(h, w)`` bool, True where any selected band holds data, over the part of the
-            tile inside the scene; ``None`` when the raster has no nodata or mask.
+        valid: ``(h, w)`` bool, True where any selected band holds finite, unmasked data,
+            over the part of the tile inside the scene; ``None`` when the raster has no
+            nodata, no mask and integer bands (every pixel is valid).
+        nonfinite: Pixels of the tile's own region (see
+            :meth:`RasterTileSource.set_grid`) where a selected band is NaN or ±inf in the
+            file; ``infinite``: those with ±inf; ``counted``: pixels of that region.
     """
 
     tile: Tile
     image: np.ndarray
     valid: np.ndarray | None
+    nonfinite: int = 0
+    infinite: int = 0
+    counted: int = 0
 
 
 class RasterTileSource:
@@ -63,7 +71,9 @@ class RasterTileSource:
         width: Scene width in pixels.
         bands: The band indexes read.
         profile: The raster's rasterio profile.
-        has_mask: Whether any selected band has nodata, a mask or an alpha band.
+        has_mask: Whether tiles come with valid masks: a selected band has nodata, a mask,
+            an alpha band, or floating-point values (NaN and ±inf are nodata even in a file
+            that declares no nodata value).
     """
 
     def __init__(
@@ -79,11 +89,16 @@ class RasterTileSource:
             raise FileNotFoundError(f"Input raster '{self.path}' does not exist.")
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers} must be 0 or more.")
-        with rasterio.open(self.path) as src:
+        try:
+            src = rasterio.open(self.path)
+        except Exception as err:  # a file that is not a raster, or a truncated header
+            raise raster_read_error(self.path, err, window="the header") from err
+        with src:
             self.height, self.width, count = src.height, src.width, src.count
             self.profile: dict[str, Any] = dict(src.profile)
             self.crs, self.transform = src.crs, src.transform
             flags = src.mask_flag_enums
+            self.profile["dtypes"] = list(src.dtypes)
             block_rows = src.block_shapes[0][0]
             pixel_bytes = sum(np.dtype(d).itemsize for d in src.dtypes)
             nodatavals = src.nodatavals
@@ -94,7 +109,13 @@ class RasterTileSource:
                 f"bands={bands!r}: {self.path} has {count} bands; give 1-based indexes in "
                 f"[1, {count}] (rasterio convention)."
             )
-        self.has_mask = any(flags[b - 1] != [MaskFlags.all_valid] for b in self.bands)
+        dtypes = [np.dtype(d) for d in self.profile.get("dtypes", [])] or [
+            np.dtype(self.profile["dtype"])
+        ] * count
+        self.floating = any(dtypes[b - 1].kind in "fc" for b in self.bands)
+        self._masked = any(flags[b - 1] != [MaskFlags.all_valid] for b in self.bands)
+        self.has_mask = self._masked or self.floating
+        self._owned: tuple[list[int], list[int]] | None = None
         # With plain nodata values, the mask follows from the data already read; dataset masks
         # and alpha bands need GDAL's mask reads.
         self._nodata: list[float] | None = None
@@ -134,14 +155,51 @@ class RasterTileSource:
                 self._opened.append((env, dataset))
         return dataset
 
+    def set_grid(self, grid: TileGrid) -> None:
+        """Count non-finite pixels per tile over a partition of the scene into the tiles of
+        ``grid`` (the rows and columns from a tile's start to the next tile's), so that
+        overlapping tiles count each pixel once."""
+
+        def bounds(offsets: tuple[int, ...], size: int) -> list[int]:
+            return [0, *(min(max(o, 0), size) for o in offsets[1:]), size]
+
+        self._owned = (bounds(grid.row_offsets, self.height), bounds(grid.col_offsets, self.width))
+
+    def _window_read(self, src: Any, window: Window, masks: bool = False) -> np.ndarray:
+        try:
+            if masks:
+                return src.read_masks(self.bands, window=window)
+            return src.read(self.bands, window=window, out_dtype="float32")
+        except Exception as err:  # rasterio and GDAL (CPLE_*) raise unrelated types
+            where = (
+                f"rows {window.row_off}-{window.row_off + window.height}, columns "
+                f"{window.col_off}-{window.col_off + window.width}"
+                + (" (mask)" if masks else "")
+            )
+            raise raster_read_error(self.path, err, self.bands, where) from err
+
     def read(self, tile: Tile) -> TileData:
-        """Read ``tile`` now, in the calling thread (with that thread's own handle)."""
+        """Read ``tile`` now, in the calling thread (with that thread's own handle).
+
+        Raises:
+            RasterError: GDAL cannot read the window (a truncated or corrupt file); names
+                the file, bands and window.
+        """
         src = self._dataset()
         rows = reflect_indices(tile.row, tile.height, self.height)
         cols = reflect_indices(tile.col, tile.width, self.width)
         r_lo, c_lo = int(rows.min()), int(cols.min())
         window = Window(c_lo, r_lo, int(cols.max()) + 1 - c_lo, int(rows.max()) + 1 - r_lo)
-        data = src.read(self.bands, window=window, out_dtype="float32")
+        data = self._window_read(src, window)
+        nonfinite = infinite = counted = 0
+        if self.floating and self._owned is not None:
+            row_bounds, col_bounds = self._owned
+            o_r0, o_r1 = row_bounds[tile.grid_row], row_bounds[tile.grid_row + 1]
+            o_c0, o_c1 = col_bounds[tile.grid_col], col_bounds[tile.grid_col + 1]
+            # Still unpadded: window rows and columns are scene rows and columns.
+            own = data[:, o_r0 - r_lo : o_r1 - r_lo, o_c0 - c_lo : o_c1 - c_lo]
+            nonfinite, infinite = count_nonfinite(own)
+            counted = own.shape[1] * own.shape[2]
         # Reflection repeats indices, so a window as large as the tile means no padding.
         if window.height != tile.height:
             data = data[:, rows - r_lo]
@@ -155,13 +213,15 @@ class RasterTileSource:
         valid = None
         if self.has_mask:
             r0, r1, c0, c1 = tile.inside(self.height, self.width)
-            if self._nodata is not None:
-                inside = data[:, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col]
-                valid = np.isfinite(inside).any(axis=0)
-            else:
-                masks = src.read_masks(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0))
-                valid = masks.any(axis=0)
-        return TileData(tile, data, valid)
+            # A band holds data where it is finite (nodata values are NaN by now) and, with a
+            # dataset mask or alpha band, unmasked; the pixel is valid where any band does.
+            inside = data[:, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col]
+            finite = np.isfinite(inside)
+            if self._masked and self._nodata is None:
+                masks = self._window_read(src, Window(c0, r0, c1 - c0, r1 - r0), masks=True)
+                finite &= masks > 0
+            valid = finite.any(axis=0)
+        return TileData(tile, data, valid, nonfinite, infinite, counted)
 
     def submit(self, tile: Tile, grid_cols: int) -> Future[TileData]:
         """Queue ``tile`` on the thread that owns its column strip (or read it now)."""

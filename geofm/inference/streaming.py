@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geofm.data.raster import report_nonfinite
 from geofm.inference.blending import BandBlender, OutputConverter, OutputKind, output_type
 from geofm.inference.in_memory import weigh_tiles
 from geofm.inference.predictor import Predictor, repeat_extra
@@ -257,6 +258,7 @@ def predict_scene(
     tile_rows = resolve_tile_args(tile_size, overlap, stride)[0][0]
     with RasterTileSource(input_path, bands, num_workers, gdal_cache_mb, tile_rows) as source:
         grid = plan_tiles(source.height, source.width, tile_size, overlap, stride)
+        source.set_grid(grid)  # count non-finite input pixels once each
         fingerprint = {
             "input": _file_identity(source.path),
             "bands": source.bands,
@@ -275,6 +277,7 @@ def predict_scene(
         if resume and GeoTiffSink.finished(output_path, fingerprint):
             log.info("%s is already complete with these settings; skipping.", output_path)
             return output_path
+        # Takes <output>.lock: a second run into the same output stops here with the holder.
         sink = GeoTiffSink(
             output_path,
             source.width,
@@ -283,6 +286,10 @@ def predict_scene(
             resume=resume,
             checkpoint_seconds=checkpoint_seconds,
         )
+        if resume and GeoTiffSink.finished(output_path, fingerprint):  # finished meanwhile
+            sink.close()
+            log.info("%s is already complete with these settings; skipping.", output_path)
+            return output_path
         settings = {
             "output": output,
             "extra_inputs": {k: v.to(device) for k, v in (extra_inputs or {}).items()},
@@ -295,7 +302,11 @@ def predict_scene(
             "overviews": overviews,
             "progress": progress,
         }
-        engine = _SceneRun(predictor, source, grid, sink, settings)
+        try:
+            engine = _SceneRun(predictor, source, grid, sink, settings)
+        except BaseException:
+            sink.close()
+            raise
         return engine.run()
 
 
@@ -321,6 +332,7 @@ class _SceneRun:
         self.weights = torch.from_numpy(blend_weights(grid.tile_size, self.window)).to(self.device)
         self.writer: BackgroundWriter | None = None
         self.blender: BandBlender | None = None
+        self.nonfinite = [0, 0, 0]  # input pixels NaN or ±inf, of them ±inf, pixels counted
 
     def _start_output(self, channels: int) -> None:
         """Open the output and start the writer once the first batch gives the channels."""
@@ -369,6 +381,9 @@ class _SceneRun:
             self._start_output(weighted.shape[1])
         assert self.blender is not None and self.writer is not None
         for data, out in zip(batch, weighted, strict=True):
+            self.nonfinite[0] += data.nonfinite
+            self.nonfinite[1] += data.infinite
+            self.nonfinite[2] += data.counted
             rows = self.blender.add(data.tile, out, data.valid)
             if rows is not None:
                 self.writer.put(*rows)
@@ -413,21 +428,31 @@ class _SceneRun:
             for future in pending:
                 future.cancel()
             self._stop_writer(failed)
-        path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))
+        try:
+            path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))
+        except BaseException:
+            self.sink.close()  # releases the lock; keeps a partial that can still resume
+            raise
         log.info("%s: %d tiles in %.1f s.", path, len(tiles) - start, time.perf_counter() - started)
+        report_nonfinite(self.source.path, *self.nonfinite)  # written as nodata
         return path
 
     def _stop_writer(self, failed: bool) -> None:
         try:
             if self.writer is not None:
                 self.writer.stop()  # writes what is queued, so resume loses little
+        except BaseException:
+            failed = True
+            raise
         finally:
             if failed:
                 self.sink.close()
-                log.warning(
-                    "Stopped before the end; the partial output %s is kept for resume=True.",
-                    self.sink.temp,
-                )
+                if not self.sink.failed:  # a failed write removed the partial output
+                    log.warning(
+                        "Stopped before the end; the partial output %s is kept for "
+                        "resume=True.",
+                        self.sink.temp,
+                    )
 
 
 def _overview_resampling(kind: OutputKind) -> Any:

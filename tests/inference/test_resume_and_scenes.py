@@ -45,8 +45,10 @@ def test_failed_run_leaves_no_final_file_and_resume_completes_it(tmp_path: Path)
     out = interrupted_run(tmp_path, model)
     assert not out.exists()
     sidecar = tmp_path / ".out.tif.partial.json"
-    assert (tmp_path / ".out.tif.partial").is_file() and sidecar.is_file()
-    rows_done = json.loads(sidecar.read_text())["rows_done"]
+    state = json.loads(sidecar.read_text())
+    partial = tmp_path / state["partial"]  # named after the process that wrote it
+    assert partial.is_file() and not (tmp_path / "out.tif.lock").exists()
+    rows_done = state["rows_done"]
     assert 0 < rows_done < 170 and rows_done % 16 == 0
 
     predict_scene(model, tmp_path / "scene.tif", out, resume=True, **SETTINGS)
@@ -55,7 +57,8 @@ def test_failed_run_leaves_no_final_file_and_resume_completes_it(tmp_path: Path)
     fresh = predict_scene(model, tmp_path / "scene.tif", tmp_path / "fresh.tif", **SETTINGS)
     assert 0 < resumed_tiles < model.tiles_seen == len(plan_tiles(170, 300, 32, overlap=8))
     np.testing.assert_array_equal(read(out), read(fresh))
-    assert not sidecar.exists() and not (tmp_path / ".out.tif.partial").exists()
+    assert not sidecar.exists() and not list(tmp_path.glob(".out.tif*partial"))
+    assert not (tmp_path / "out.tif.lock").exists()
 
     model.tiles_seen = 0  # finished with the same settings: nothing to do
     predict_scene(model, tmp_path / "scene.tif", out, resume=True, **SETTINGS)

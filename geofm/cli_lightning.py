@@ -103,8 +103,7 @@ class GeofmCLI(LightningCLI):
         parser.add_argument(
             "--allow_untrained",
             "--allow-untrained",
-            type=bool,
-            default=False,
+            action="store_true",
             help=(
                 "Run validate/test/predict with the model's initial weights when there is no "
                 "checkpoint (no --ckpt_path, or last/best not found). Off: that is an error."

@@ -3,6 +3,10 @@
 ``geofm fit|validate|test|predict -c config.yaml`` run Lightning through LightningCLI, so every
 LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``,
 ``--print_config``). ``geofm compute-statistics`` and ``geofm registry list`` are geofm's own.
+
+A user-facing error ends the command with one line, ``geofm: error: <message>``, and exit
+status 2; ``--debug`` (anywhere on the command line) or ``GEOFM_DEBUG=1`` prints its traceback
+too. Unexpected errors keep their traceback and end with the same kind of line (exit 1).
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune geospatial foundation models. Lightning commands: "
         + ", ".join(LIGHTNING_COMMANDS)
         + " (geofm fit --help for their options).",
+        epilog="--debug (or GEOFM_DEBUG=1) prints the traceback of an error.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in LIGHTNING_COMMANDS:
@@ -151,7 +156,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``geofm`` command.
+
+    Args:
+        argv: The arguments after ``geofm`` (``sys.argv[1:]`` by default).
+
+    Returns:
+        0 on success, 2 for an error in the user's input, 1 for an unexpected one (the error is
+        printed, never raised).
+    """
+    from geofm.errors import debug_requested, report
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("geofm: error: interrupted\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the command's last word, one line
+        return report(exc, debug=debug)
+
+
+def _main(argv: list[str]) -> int:
     custom, argv = _custom_modules_from_argv(argv)
     for path in custom:
         import_custom_modules(path)
@@ -163,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "compute-statistics":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # argparse's one line, exit 2
     args.overrides = unknown
     return int(args.func(args) or 0)
 

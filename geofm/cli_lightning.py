@@ -7,21 +7,40 @@ Defaults a user gets without a word in the config, all under the run directory
   every invocation so that ``--ckpt_path last`` resumes;
 - ``config.yaml``: the resolved config of the latest fit;
 - ``logs/version_N/``: ``metrics.csv``, the invocation's config, and TensorBoard events when
-  tensorboard is installed (a new version per invocation, so validate never erases fit logs).
+  tensorboard is installed (a new version per invocation, so validate never erases fit logs);
+- ``.geofm.lock`` while a fit runs (:mod:`geofm.locks`), so two fits never share the folder.
+
+Nothing fails silently: config errors name the key path and the closest valid names
+(:func:`geofm.errors.explain_argument_error`); checkpoints are written atomically and a bad one
+is named (:mod:`geofm.checkpoint_io`); ``last``/``best`` that name no file, ``predict`` without
+weights or without an output folder are errors; a resume whose config disagrees with the
+checkpoint's hyper-parameters says which value applies (the checkpoint's).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib.util
 import logging
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
+
+from geofm.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from geofm.errors import CheckpointNotFoundError, ConfigError, explain_argument_error, one_line
+from geofm.locks import RunLock
 
 __all__ = [
     "GeofmCLI",
@@ -81,6 +100,117 @@ class GeofmCLI(LightningCLI):
             default=None,
             help="Folder(s) of user modules imported before the config is parsed.",
         )
+        parser.add_argument(
+            "--allow_untrained",
+            "--allow-untrained",
+            action="store_true",
+            help=(
+                "Run validate/test/predict with the model's initial weights when there is no "
+                "checkpoint (no --ckpt_path, or last/best not found). Off: that is an error."
+            ),
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse ``args`` (geofm always passes its argv, so Lightning's warning about ``args``
+        and ``sys.argv`` both being set does not apply); errors name the key path."""
+        try:
+            if isinstance(args, (dict, Namespace)):
+                self.config = parser.parse_object(args)
+            else:
+                self.config = parser.parse_args(args)
+        except argparse.ArgumentError as exc:
+            raise ConfigError(self._explain(str(exc), args)) from exc
+
+    def _explain(self, message: str, args: Any) -> str:
+        """One line for a jsonargparse error: the key path and the closest accepted names."""
+        parser = self.parser
+        if isinstance(args, list) and args and args[0] in getattr(self, "_subcommand_parsers", {}):
+            parser = self._subcommand_parsers[args[0]]
+        keys = [a.dest for a in parser._actions if a.dest and not a.dest.endswith(".help")]
+        return explain_argument_error(message, keys, _class_names())
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a failed build names the config section it came from."""
+        try:
+            super().instantiate_classes()
+        except Exception as exc:
+            text = str(exc)
+            if "Given value" not in text and "Does not validate" not in text:
+                raise  # not jsonargparse's wrapper: the error is already the component's own
+            # jsonargparse wraps the component's own error with a dump of the parsed config;
+            # report the component's error, prefixed with the section it came from.
+            cause = exc.__cause__
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            key = "model"
+            for section in ("model", "data"):
+                class_path = str((config.get(section) or {}).get("class_path", "")) or None
+                if class_path and f"class_path='{class_path}'" in text:
+                    key = f"{section} ({class_path.rsplit('.', 1)[-1]})"
+                    break
+            detail = one_line(cause) if cause is not None else explain_argument_error(text)
+            raise ConfigError(f"{key}: {detail}") from (cause or exc)
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last|best`` to a file of the run directory, check that the file
+        reads, and take the model's hyper-parameters from it (as Lightning does for a path).
+
+        Where the config or command line disagree with the checkpoint's hyper-parameters, the
+        checkpoint's apply (its optimizer state is restored too): a warning names each key, the
+        checkpoint's value and the ignored one, and the saved ``config.yaml`` records the truth.
+        """
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        resolved = self._resolve_checkpoint(ckpt_path)
+        if resolved is None or not Path(resolved).is_file():
+            return  # `last`/`best` with no file (checked when the command runs) or a remote URL
+        config["ckpt_path"] = resolved
+        checkpoint = load_checkpoint_file(resolved)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        self._warn_hparam_changes(subcommand, resolved, config.get("model"), hparams)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except argparse.ArgumentError as exc:
+            raise ConfigError(
+                f"The hyper-parameters saved in checkpoint '{resolved}' do not fit this version's "
+                f"model: {self._explain(str(exc), [subcommand])}"
+            ) from exc
+
+    @staticmethod
+    def _warn_hparam_changes(subcommand: str, ckpt_path: str, model: Any, hparams: dict[str, Any]) -> None:
+        if not isinstance(model, Namespace):
+            return
+        changes = []
+        class_path = hparams.get("_class_path")
+        if class_path and model.get("class_path") and class_path != model.get("class_path"):
+            changes.append(f"model.class_path: {class_path} (the config says {model.get('class_path')})")
+        init_args = model.get("init_args") or Namespace()
+        for key, value in hparams.items():
+            if key.startswith("_") or key not in init_args:
+                continue
+            given = init_args.get(key)
+            if _plain(given) != _plain(value):
+                changes.append(f"model.init_args.{key}: {value!r} (the config says {given!r})")
+        if not changes:
+            return
+        verb = "Resuming from" if subcommand == "fit" else "Using"
+        rank_zero_warn(
+            f"{verb} '{ckpt_path}': the checkpoint's hyper-parameters apply, not the config's: "
+            + "; ".join(changes)
+            + ". The saved config.yaml records the checkpoint's values."
+            + (" To train with other values, start a new run (another trainer.default_root_dir)."
+               if subcommand == "fit" else ""),
+            category=UserWarning,
+        )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
         root = Path(config.get("default_root_dir") or self._default_run_dir())
@@ -104,15 +234,106 @@ class GeofmCLI(LightningCLI):
                     save_last=True,
                 )
             )
+        plugins = config.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, list) else ([] if plugins is None else [plugins])
+        strategy = config.get("strategy", "auto")
+        # Lightning stages a checkpoint in the system temp folder and moves it over the target,
+        # a non-atomic copy across filesystems: write beside it instead (DeepSpeed and XLA
+        # bring their own checkpoint IO).
+        if not any(isinstance(p, CheckpointIO) for p in plugins) and isinstance(strategy, str) and not any(
+            name in strategy for name in ("deepspeed", "xla")
+        ):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super()._instantiate_trainer(config, callbacks)
 
     def _default_run_dir(self) -> Path:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
         configs = config.get("config") or []
         name = Path(str(configs[-1])).stem if configs else "run"
         return Path("runs") / name
 
+    def _run_dir(self) -> Path:
+        """The run directory (``trainer.default_root_dir``, else ``runs/<config name>``)."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        trainer = config.get("trainer") or {}
+        return Path(trainer.get("default_root_dir") or self._default_run_dir())
+
     def _run_subcommand(self, subcommand: str) -> None:
+        self._check_checkpoint(subcommand)
+        if subcommand == "predict":
+            self._check_predict_output()
+        if subcommand == "fit":
+            with self._run_lock():
+                self._run_subcommand_unlocked(subcommand)
+        else:
+            self._run_subcommand_unlocked(subcommand)
+
+    @contextlib.contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        """Hold ``<run dir>/.geofm.lock`` while fitting (global rank 0 only: under DDP the other
+        processes re-run this command with their rank in the environment)."""
+        if _launch_rank() != 0:
+            yield
+            return
+        with RunLock(self.trainer.default_root_dir, purpose="geofm fit"):
+            yield
+
+    def _check_checkpoint(self, subcommand: str) -> None:
+        """``last``/``best`` that name no file, and predict without weights, are errors."""
+        config = self.config[subcommand]
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        allow = bool(config.get("allow_untrained"))
+        folder = Path(self.trainer.default_root_dir) / "checkpoints"
+        if ckpt_path in ("last", "best"):
+            found = self._lightning_last() if ckpt_path == "last" else None
+            if found:
+                self.config_init[subcommand]["ckpt_path"] = found
+                return
+            if subcommand == "fit" and ckpt_path == "last":
+                log.info("No last.ckpt in %s: training starts from the beginning.", folder)
+                self.config_init[subcommand]["ckpt_path"] = None
+                return
+            wanted = "last.ckpt" if ckpt_path == "last" else "best-*.ckpt"
+            if allow and subcommand != "fit":
+                rank_zero_warn(f"No {wanted} in {folder}: --allow-untrained, so the model's initial weights are used.")
+                self.config_init[subcommand]["ckpt_path"] = None
+                return
+            raise CheckpointNotFoundError(
+                f"--ckpt_path {ckpt_path}: no {wanted} in {folder} (the run directory's checkpoints; "
+                f"{_listing(folder)}). Run geofm fit first, set trainer.default_root_dir to the run "
+                "that has it, or pass a checkpoint file"
+                + (", or --allow-untrained to use the untrained model." if subcommand != "fit" else ".")
+            )
+        if ckpt_path is None and subcommand == "predict" and not allow:
+            raise ConfigError(
+                "geofm predict has no --ckpt_path: it would write predictions of an untrained model. "
+                f"Pass --ckpt_path FILE, or last or best (looked up in {folder}; {_listing(folder)}), "
+                "or --allow-untrained to predict with the model's initial weights."
+            )
+
+    def _lightning_last(self) -> str | None:
+        """The newest ``last`` checkpoint of the trainer's own ModelCheckpoint callbacks."""
+        found: set[str] = set()
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                found |= {str(p) for p in callback._find_last_checkpoints(self.trainer)}
+        existing = [p for p in found if Path(p).is_file()]
+        return max(existing, key=lambda p: Path(p).stat().st_mtime) if existing else None
+
+    def _check_predict_output(self) -> None:
+        config = self.config["predict"]
+        if config.get("predict_output_dir"):
+            return
+        if any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            return
+        raise ConfigError(
+            "geofm predict needs --predict_output_dir DIR (or a prediction-writer callback in "
+            "trainer.callbacks): without one the predictions are computed and thrown away."
+        )
+
+    def _run_subcommand_unlocked(self, subcommand: str) -> None:
         config = self.config[subcommand]
         if subcommand == "predict" and config.get("streaming") is not None:
             if not config.get("predict_output_dir"):
@@ -122,7 +343,7 @@ class GeofmCLI(LightningCLI):
             predict_task_scenes(
                 self.model,
                 self.datamodule,
-                self._resolve_checkpoint(config.get("ckpt_path")),
+                self.config_init[subcommand].get("ckpt_path"),
                 config["predict_output_dir"],
                 dict(config["streaming"]),
                 device=self.trainer.strategy.root_device,  # what --trainer.accelerator chose
@@ -139,12 +360,30 @@ class GeofmCLI(LightningCLI):
         return kwargs
 
     def _resolve_checkpoint(self, ckpt_path: str | None) -> str | None:
-        """``last`` and ``best`` name files of the run directory's ``checkpoints/``."""
-        folder = Path(self.trainer.default_root_dir) / "checkpoints"
+        """``last`` and ``best`` name files of the run directory's ``checkpoints/``.
+
+        Returns:
+            The file; ``None`` for ``last``/``best`` when the run directory has none; other
+            values as they are.
+
+        Raises:
+            CheckpointNotFoundError: A local path that names no file.
+        """
+        folder = self._run_dir() / "checkpoints"
         if ckpt_path == "last":
-            return str(folder / "last.ckpt")
+            last = folder / "last.ckpt"
+            return str(last) if last.is_file() else None
         if ckpt_path == "best":
-            return str(best_checkpoint(folder))
+            try:
+                return str(best_checkpoint(folder))
+            except FileNotFoundError:
+                return None
+        if ckpt_path and "://" not in ckpt_path and ckpt_path != "hpc" and not ckpt_path.startswith("registry"):
+            if not Path(ckpt_path).is_file():
+                raise CheckpointNotFoundError(
+                    f"--ckpt_path '{ckpt_path}' does not exist (the run directory {folder.parent} has "
+                    f"{_listing(folder)})."
+                )
         return ckpt_path
 
     def before_predict(self) -> None:
@@ -156,6 +395,46 @@ class GeofmCLI(LightningCLI):
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
+
+
+def _listing(folder: Path) -> str:
+    """What a checkpoints folder holds, for messages."""
+    names = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not names:
+        return "no checkpoints" if folder.is_dir() else f"no {folder.name}/ folder"
+    return "checkpoints: " + ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
+
+
+def _plain(value: Any) -> Any:
+    """Namespaces as dicts, tuples as lists: the forms a checkpoint's hyper-parameters take."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _launch_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not launched)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if re.fullmatch(r"\d+", os.environ.get(key, "")):
+            return int(os.environ[key])
+    return 0
+
+
+def _class_names() -> list[str]:
+    """Names of the tasks and datamodules a config can name by ``class_path``."""
+    names: set[str] = set()
+    stack: list[type] = [LightningModule, LightningDataModule]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("geofm"):
+                names.add(sub.__name__)
+            stack.append(sub)
+    return sorted(names)
 
 
 def best_checkpoint(folder: str | Path) -> Path:
@@ -173,6 +452,8 @@ def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
     datamodule are built, nothing runs (used to check configs).
     """
     import_components()
+    # Errors raise (and geofm.cli prints one line) instead of jsonargparse's usage dump + exit.
+    quiet = {"exit_on_error": False}
     return GeofmCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
@@ -181,6 +462,7 @@ def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
         seed_everything_default=0,
         save_config_callback=SaveConfigBesideCheckpoints,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={**quiet, **{command: dict(quiet) for command in ("fit", "validate", "test", "predict")}},
         args=argv,
         run=run,
     )

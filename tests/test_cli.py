@@ -263,3 +263,191 @@ def test_ddp_on_cpu(tmp_path, folders):
     # Each process saw half the validation set; synchronised metrics equal one process on all of it.
     single = run_lightning_cli(["validate", "-c", str(config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
     assert ddp_miou == pytest.approx(float(single.trainer.callback_metrics["val/mIoU"]), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------- nothing silent (issue 11)
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, folders):
+    """One epoch of fit; tests copy its run directory before changing anything."""
+    root = tmp_path_factory.mktemp("fitted")
+    config = write_config(root, folders)
+    assert geofm(["fit", "-c", str(config), "--trainer.max_epochs", "1"]) == 0
+    return root / "run"
+
+
+def copy_run(fitted: Path, tmp_path: Path, folders) -> Path:
+    import shutil
+
+    shutil.copytree(fitted, tmp_path / "run")
+    return write_config(tmp_path, folders)
+
+
+def run_geofm(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "geofm.cli", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=300,
+    )
+
+
+def test_config_error_is_one_line_without_traceback(tmp_path, folders):
+    config = yaml.safe_load(write_config(tmp_path, folders).read_text())
+    config["model"]["init_args"]["lrr"] = 0.5  # a typo of lr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    out = run_geofm(["fit", "-c", str(bad)], tmp_path)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2, out.stderr
+    assert last.startswith("geofm: error: model.init_args.lrr:") and "Did you mean: 'lr'" in last
+    assert "Traceback" not in out.stderr and "Namespace(" not in out.stderr and "Given value" not in out.stderr
+    # --debug (or GEOFM_DEBUG=1) shows the traceback, and still ends with the one line.
+    for args, env in ((["fit", "--debug", "-c", str(bad)], {}), (["fit", "-c", str(bad)], {"GEOFM_DEBUG": "1"})):
+        out = run_geofm(args, tmp_path, **env)
+        assert out.returncode == 2 and "Traceback" in out.stderr
+        assert out.stderr.strip().splitlines()[-1] == last
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["--trainer.max_epochz", "3"], "geofm: error: trainer.max_epochz: unknown option. Did you mean: 'trainer.max_epochs'"),
+        (["--trainer.max_epochs", "abc"], "geofm: error: trainer.max_epochs: expected int, got 'abc'"),
+        (["--model", "SemanticSegmentationTsk"], "geofm: error: model: unknown class 'SemanticSegmentationTsk'. Did you mean: 'SemanticSegmentationTask'"),
+        (["--model.init_args.model_args.backbone", "timm_resnet1800"],
+         "geofm: error: model (SemanticSegmentationTask): 'timm_resnet1800' is not in the backbone registry. Did you mean: 'timm_resnet18'"),
+    ],
+    ids=["unknown-trainer-key", "bad-type", "unknown-class", "unknown-backbone"],
+)
+def test_config_errors_name_the_key(tmp_path, folders, capsys, override, expected):
+    config = write_config(tmp_path, folders)
+    assert geofm(["fit", "-c", str(config), *override]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(expected)
+    assert "Traceback" not in err and "Namespace(" not in err
+
+
+def test_predict_refuses_untrained_weights(tmp_path, folders, capsys):
+    config = write_config(tmp_path, folders)
+    out = tmp_path / "predictions"
+    for ckpt in ([], ["--ckpt_path", "last"], ["--ckpt_path", "best"]):
+        assert geofm(["predict", "-c", str(config), "--predict_output_dir", str(out), *ckpt]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert str(tmp_path / "run" / "checkpoints") in err and "--allow-untrained" in err, err
+        assert not list(out.glob("*.tif"))
+    # Asked for: the model's initial weights, with a warning for the missing `last`.
+    with pytest.warns(UserWarning, match="allow-untrained"):
+        assert geofm(["predict", "-c", str(config), "--predict_output_dir", str(out), "--ckpt_path", "last",
+                      "--allow-untrained"]) == 0
+    assert len(list(out.glob("*_pred.tif"))) == 4
+
+
+def test_validate_with_missing_last_checkpoint_fails(tmp_path, folders, capsys):
+    config = write_config(tmp_path, folders)
+    assert geofm(["validate", "-c", str(config), "--ckpt_path", "last"]) == 2
+    assert "no last.ckpt in " + str(tmp_path / "run" / "checkpoints") in capsys.readouterr().err
+
+
+def test_predict_without_output_dir_fails(tmp_path, folders, fitted, capsys):
+    config = copy_run(fitted, tmp_path, folders)
+    assert geofm(["predict", "-c", str(config), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("geofm: error:") and "--predict_output_dir" in err
+
+
+@pytest.mark.parametrize("command", ["validate", "predict-streaming", "predict"])
+def test_truncated_checkpoint_is_named(tmp_path, folders, fitted, capsys, command):
+    config = copy_run(fitted, tmp_path, folders)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    args = {
+        "validate": ["validate", "--ckpt_path", str(last)],
+        "predict": ["predict", "--ckpt_path", "last", "--predict_output_dir", str(tmp_path / "out")],
+        "predict-streaming": ["predict", "--ckpt_path", "last", "--predict_output_dir", str(tmp_path / "out"),
+                              "--streaming", "{tile_size: 16, overlap: 4}"],
+    }[command]
+    assert geofm([args[0], "-c", str(config), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert f"Checkpoint '{last}'" in err and "truncated or corrupt" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.tif"))
+
+
+def test_load_task_checkpoint_names_a_truncated_file(tmp_path, fitted):
+    from geofm.errors import CheckpointError
+    from geofm.inference.task_scenes import load_task_checkpoint
+
+    bad = tmp_path / "half.ckpt"
+    data = (fitted / "checkpoints" / "last.ckpt").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"half\.ckpt.*truncated or corrupt"):
+        load_task_checkpoint(torch.nn.Module(), bad)
+
+
+def test_resume_with_changed_lr_says_which_applies(tmp_path, folders, fitted):
+    config = copy_run(fitted, tmp_path, folders)
+    with pytest.warns(UserWarning, match=r"model\.init_args\.lr: 0\.001 \(the config says 0\.5\)"):
+        cli = run_lightning_cli([
+            "fit", "-c", str(config), "--ckpt_path", "last", "--model.init_args.lr", "0.5", "--trainer.max_epochs", "2",
+        ])
+    # The checkpoint's value is what trained, and what the run records.
+    assert cli.trainer.current_epoch == 2
+    assert all(group["lr"] == pytest.approx(1e-3) for group in cli.trainer.optimizers[0].param_groups)
+    assert cli.model.hparams.lr == pytest.approx(1e-3)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["lr"] == pytest.approx(1e-3)
+    assert saved["ckpt_path"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+
+
+def test_second_fit_in_a_locked_run_directory_fails(tmp_path, folders, capsys):
+    import json
+    import socket
+
+    config = write_config(tmp_path, folders)
+    lock = tmp_path / "run" / ".geofm.lock"
+    lock.parent.mkdir()
+    # A live holder: this very process.
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now", "command": "geofm fit"}))
+    assert geofm(["fit", "-c", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"pid {os.getpid()}" in err and str(lock) in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_fit_takes_and_releases_the_lock(tmp_path, folders, monkeypatch):
+    from geofm import locks
+
+    config = write_config(tmp_path, folders)
+    seen = []
+    original = locks.RunLock.acquire
+
+    def acquire(self):
+        original(self)
+        seen.append(json_holder(self.path))
+
+    monkeypatch.setattr(locks.RunLock, "acquire", acquire)
+    assert geofm(["fit", "-c", str(config), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"]) == 0
+    assert seen and seen[0]["pid"] == os.getpid()
+    assert not (tmp_path / "run" / ".geofm.lock").exists()
+
+
+def json_holder(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_cli_installs_atomic_checkpoint_io(tmp_path, folders):
+    from geofm.checkpoint_io import AtomicCheckpointIO
+
+    cli = run_lightning_cli(["-c", str(write_config(tmp_path, folders))], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_no_lightning_args_warning(tmp_path, folders, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(sys, "argv", ["geofm", "fit", "-c", "x.yaml"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_lightning_cli(["-c", str(write_config(tmp_path, folders)), "--trainer.logger", "false"], run=False)
+    assert not [w for w in caught if "args parameter is intended" in str(w.message)]

@@ -28,14 +28,18 @@ def load_task_checkpoint(task: Any, ckpt_path: str | Path) -> None:
     """Load a Lightning checkpoint's weights and preprocessing into ``task``, in Lightning's
     order (the task's ``on_load_checkpoint`` hook, then the state dict).
 
-    The file is read with ``weights_only=True``: a checkpoint never runs code.
+    The file is read with ``weights_only=True``: a checkpoint never runs code. A missing,
+    truncated or corrupt file is a :class:`~geofm.errors.CheckpointError` naming it.
     """
+    from geofm.checkpoint_io import load_checkpoint_file
+    from geofm.errors import CheckpointError
+
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint '{path}' does not exist.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint_file(path, map_location="cpu", weights_only=True)
     if "state_dict" not in checkpoint:
-        raise KeyError(f"'{path}' is not a Lightning checkpoint (no 'state_dict'; keys {sorted(checkpoint)[:8]}).")
+        raise CheckpointError(
+            f"'{path}' is not a Lightning checkpoint (no 'state_dict'; keys {sorted(checkpoint)[:8]})."
+        )
     task.on_load_checkpoint(checkpoint)
     task.load_state_dict(checkpoint["state_dict"])
 

@@ -25,7 +25,6 @@ import os
 import queue
 import secrets
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +35,8 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
+
+from geofm.locks import OutputLock, OutputLockedError, pid_alive
 
 __all__ = [
     "FINGERPRINT_TAG",
@@ -56,10 +57,6 @@ FINGERPRINT_TAG = "GEOFM_FINGERPRINT"
 
 class OutputWriteError(OSError):
     """Writing an output failed (disk full, quota, I/O error); its temporary file is removed."""
-
-
-class OutputLockedError(RuntimeError):
-    """Another live run holds the lock of the output."""
 
 
 def geotiff_profile(
@@ -212,128 +209,6 @@ def verify_geotiff(path: str | Path, rows: int | None = None, full: bool = False
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    try:  # a zombie has exited; only its parent has not reaped it yet
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
-class OutputLock:
-    """``<output>.lock``, created with ``O_EXCL``, holding the writer's pid, host and start time.
-
-    A lock whose process has ended on this host is stale: it is taken over with a warning.
-    A lock held by a live process, or by one on another host (whose liveness cannot be
-    checked), raises :class:`OutputLockedError` naming the holder and the lock file.
-
-    Args:
-        output: The output path the lock protects.
-    """
-
-    def __init__(self, output: str | Path):
-        self.output = Path(output)
-        self.path = self.output.with_name(self.output.name + ".lock")
-        self.info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "token": secrets.token_hex(8),
-        }
-        self.held = False
-
-    def _holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}  # being written by its creator, or damaged
-
-    def _stale(self, holder: dict[str, Any]) -> bool:
-        if not holder:  # unreadable: stale once nobody could still be writing it
-            try:
-                return time.time() - self.path.stat().st_mtime > 60
-            except FileNotFoundError:
-                return True
-        return holder.get("host") == self.info["host"] and not _pid_alive(int(holder["pid"]))
-
-    def acquire(self) -> None:
-        """Take the lock, taking over a stale one.
-
-        Raises:
-            OutputLockedError: A live process (or one on another host) holds it.
-        """
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:
-                    continue  # released meanwhile
-                if not self._stale(holder):
-                    raise OutputLockedError(self._held_message(holder)) from None
-                log.warning(
-                    "Taking over the stale lock %s of %s (pid %s on %s, started %s, no longer "
-                    "running).",
-                    self.path,
-                    self.output,
-                    holder.get("pid", "?"),
-                    holder.get("host", "?"),
-                    holder.get("started", "?"),
-                )
-                self._remove_stale(holder)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.info, handle)
-            self.held = True
-            return
-        raise OutputLockedError(self._held_message(self._holder() or {}))
-
-    def _remove_stale(self, holder: dict[str, Any]) -> None:
-        # Move it aside first: the rename is atomic, so of two processes taking over the same
-        # stale lock only one removes it, and a fresh lock moved by mistake is put back.
-        aside = self.path.with_name(f"{self.path.name}.stale-{self.info['token']}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        try:
-            moved = json.loads(aside.read_text())
-        except (OSError, ValueError):
-            moved = {}
-        if moved and moved != holder:
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)
-        aside.unlink(missing_ok=True)
-
-    def _held_message(self, holder: dict[str, Any]) -> str:
-        who = (
-            f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since "
-            f"{holder.get('started', '?')}"
-        )
-        return (
-            f"{self.output} is being written by another run ({who}; lock file {self.path}). "
-            "Wait for it to finish, or write to another output. If that run is no longer "
-            f"active (e.g. it was killed on another machine), delete {self.path} and run again."
-        )
-
-    def release(self) -> None:
-        """Remove the lock if this process still holds it."""
-        if not self.held:
-            return
-        self.held = False
-        holder = self._holder()
-        if holder and holder.get("token") == self.info["token"]:
-            self.path.unlink(missing_ok=True)
-
-
 class GeoTiffSink:
     """A tiled, compressed GeoTIFF written in full-width bands of rows, in order.
 
@@ -478,7 +353,7 @@ class GeoTiffSink:
         prefix = f".{self.path.name}."
         for leftover in self.path.parent.glob(f"{glob.escape(prefix)}*.partial"):
             pid = leftover.name[len(prefix) :].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 stale.append(leftover)
         for path in stale:
             path.unlink(missing_ok=True)

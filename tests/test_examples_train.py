@@ -34,8 +34,8 @@ SAMPLES = 2  # per pixel-wise split: one batch of two (BatchNorm needs two value
 def _write(path: Path, data: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = {
-        "driver": "GTiff", "width": data.shape[-1], "height": data.shape[-2], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": "EPSG:32615",
+        "driver": "GTiff", "width": data.shape[-1], "height": data.shape[-2],
+        "count": data.shape[0], "dtype": data.dtype.name, "crs": "EPSG:32615",
         "transform": Affine(30.0, 0.0, 400_000.0, 0.0, -30.0, 4_600_000.0),
     }
     with rasterio.open(path, "w", **profile) as dst:

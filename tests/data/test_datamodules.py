@@ -490,7 +490,8 @@ def test_label_on_another_crs_names_both_files_and_grids(folder):
 def test_label_with_another_transform_names_both_transforms(folder):
     # a_1's image lies at 440280; a label one pixel east is on another grid
     label = folder.labels["a_1"]
-    write_tif(folder.label_root / "lbl_a_1.tif", label, nodata=LABEL_NODATA, origin=(440310.0, 3159720.0))
+    origin = (440310.0, 3159720.0)
+    write_tif(folder.label_root / "lbl_a_1.tif", label, nodata=LABEL_NODATA, origin=origin)
     with pytest.raises(
         RasterError, match=r"transform \(30, 0, 440310, 0, -30, 3\.15972e\+06\) vs \(30, 0, 440280,"
     ):
@@ -508,8 +509,9 @@ def test_label_without_crs_or_transform_is_taken_on_the_image_grid(folder):
         "driver": "GTiff", "height": 32, "width": 32, "count": 1, "dtype": "uint8",
         "nodata": LABEL_NODATA,
     }
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(path, "w", **profile) as dst:
-        dst.write(label[None])  # neither CRS nor transform
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(label[None])  # neither CRS nor transform
     assert torch.equal(_read_a_1(folder)["mask"][1:], torch.from_numpy(label[1:].astype(np.int64)))
 
 

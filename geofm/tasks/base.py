@@ -18,6 +18,13 @@ Prediction. Validation, test and ``predict_step`` go through one
 :class:`~geofm.inference.predictor.Predictor` (preprocess, model, softmax), tiled by
 :func:`~geofm.inference.tiled_forward` when ``tiled_inference`` is set; streamed scenes use
 the same predictor (:func:`geofm.inference.task_scenes.predict_task_scenes`).
+
+Checks. Every step checks the batch before the model: its band count against every setting
+that fixes one, its time axis against the backbone's ``num_frames``, and class targets against
+``num_classes``/``ignore_index`` (naming the batch's files). Loading a checkpoint compares the
+band names it was trained on with those the datamodule gives in this stage (its predict bands
+at predict time). A BatchNorm that sees one value per channel in training is reported as
+images too small for the model.
 """
 
 from __future__ import annotations
@@ -154,7 +161,7 @@ def check_class_targets(
     if isinstance(names, Sequence) and not isinstance(names, str) and len(names) == bad.shape[0]:
         where = f"in {_few([str(names[i]) for i in rows])}"
     else:
-        where = f"in samples {rows} of the batch (it has no 'filename' key)"
+        where = f"in samples {rows} of the batch (its 'filename' list names no files)"
     ignored = f"ignore_index={ignore_index}" if ignore_index is not None else "no ignore_index"
     raise ValueError(
         f"Target values {_few(values)} {where} are outside [0, {num_classes}) for "

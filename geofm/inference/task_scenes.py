@@ -75,7 +75,7 @@ def predict_task_scenes(
         raise ValueError(f"--streaming predicts pixel-wise tasks, not {type(task).__name__}.")
     datamodule.setup("predict")
     # Lightning's order: the datamodule's settings, then the checkpoint replaces them.
-    task.configure_preprocess(datamodule)
+    task.configure_preprocess(datamodule, stage="predict")
     if ckpt_path:
         load_task_checkpoint(task, ckpt_path)
     dataset = datamodule.predict_dataset

@@ -18,11 +18,19 @@ Prediction. Validation, test and ``predict_step`` go through one
 :class:`~geofm.inference.predictor.Predictor` (preprocess, model, softmax), tiled by
 :func:`~geofm.inference.tiled_forward` when ``tiled_inference`` is set; streamed scenes use
 the same predictor (:func:`geofm.inference.task_scenes.predict_task_scenes`).
+
+Checks. Every step checks the batch before the model: its band count against every setting
+that fixes one, its time axis against the backbone's ``num_frames``, and class targets against
+``num_classes``/``ignore_index`` (naming the batch's files). Loading a checkpoint compares the
+band names it was trained on with those the datamodule gives in this stage (its predict bands
+at predict time). A BatchNorm that sees one value per channel in training is reported as
+images too small for the model.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,6 +40,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MetricCollection
 
+from geofm.data.band_selection import band_key
 from geofm.inference.predictor import Predictor, activate, probabilities_to_logits
 from geofm.models.model import ModelOutput
 from geofm.models.preprocess import Preprocess
@@ -40,7 +49,7 @@ from geofm.tasks import plotting
 from geofm.tasks.losses import build_loss
 from geofm.tasks.optim import build_optimizer, build_scheduler
 
-__all__ = ["BaseTask", "STAGES"]
+__all__ = ["BaseTask", "STAGES", "check_class_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,87 @@ def _datamodule_preprocess_settings(datamodule: Any) -> dict[str, Any]:
         "constant_scale": getattr(datamodule, "constant_scale", None),
     }
     return {k: v for k, v in settings.items() if v is not None}
+
+
+def _datamodule_input_bands(
+    datamodule: Any, stage: str | None, settings: Mapping[str, Any]
+) -> list[str] | None:
+    """Names of the bands ``datamodule`` gives the model in ``stage``, in order, when known.
+
+    At predict time a geofm datamodule reads ``predict_output_bands`` (its
+    ``predict_selection``), which may differ from the training ``output_bands``.
+    """
+    if stage == "predict" and hasattr(datamodule, "predict_selection"):
+        names = getattr(datamodule.predict_selection, "names", None)
+        return list(names) if names is not None else None
+    bands = settings.get("bands")
+    return [str(b) for b in bands] if bands is not None else None
+
+
+# ``band_<n>`` is the name a selection gives an unnamed band: a file position, not a band.
+_PLACEHOLDER_BAND = re.compile(r"band_\d+")
+
+
+def _same_bands(trained: Sequence[str], given: Sequence[str]) -> bool:
+    """Whether two band lists agree, position by position, where both name a band."""
+    if len(trained) != len(given):
+        return False
+    return all(
+        band_key(a) == band_key(b)
+        for a, b in zip(trained, given, strict=True)
+        if not (_PLACEHOLDER_BAND.fullmatch(a) or _PLACEHOLDER_BAND.fullmatch(b))
+    )
+
+
+def _few(values: Sequence[Any], count: int = 5) -> str:
+    """The first ``count`` of ``values`` for a message, with how many more."""
+    shown = ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in values[:count])
+    more = f" and {len(values) - count} more" if len(values) > count else ""
+    return f"{shown}{more}"
+
+
+def check_class_targets(
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | float | None,
+    batch: Mapping[str, Any],
+) -> None:
+    """Raise when class targets leave ``[0, num_classes)`` (``ignore_index`` apart).
+
+    Out-of-range targets fail deep inside a loss on GPUs (a device assert naming no file) and
+    pass silently through some losses on CPU, so the step checks them first. One reduction on
+    the device and one synchronisation per step; the details are computed only on failure.
+
+    Args:
+        target: Class indices, ``(B, H, W)`` or ``(B,)``.
+        num_classes: The task's number of classes.
+        ignore_index: The value that marks ignored targets, if any.
+        batch: The batch, whose ``filename`` list names the samples in the message.
+
+    Raises:
+        ValueError: naming the files that hold the bad values, the values, ``num_classes`` and
+            ``ignore_index``.
+    """
+    bad = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if not bool(bad.any()):
+        return
+    values = torch.unique(target[bad]).cpu().tolist()
+    rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().cpu().tolist()
+    names = batch.get("filename")
+    if isinstance(names, Sequence) and not isinstance(names, str) and len(names) == bad.shape[0]:
+        where = f"in {_few([str(names[i]) for i in rows])}"
+    else:
+        where = f"in samples {rows} of the batch (its 'filename' list names no files)"
+    ignored = f"ignore_index={ignore_index}" if ignore_index is not None else "no ignore_index"
+    raise ValueError(
+        f"Target values {_few(values)} {where} are outside [0, {num_classes}) for "
+        f"num_classes={num_classes} ({ignored}). Raise num_classes if they are classes; if they "
+        "mark unlabelled pixels, set the task's ignore_index to that value (for geofm "
+        "datamodules also data.init_args.no_label_replace, or tag the label files' nodata "
+        "value); else fix those label files."
+    )
 
 
 class BaseTask(LightningModule, ABC):
@@ -179,6 +269,8 @@ class BaseTask(LightningModule, ABC):
         if means is not None or stds is not None:
             self.preprocess.configure(mean=means, std=stds, source="the task's means/stds")
         self._expected_bands: list[tuple[int, str]] | None = None
+        #: Band names the datamodule gives in the current stage (checked against checkpoints).
+        self._input_bands: list[str] | None = None
         self._missing_inputs_logged: set[str] = set()
         self.rgb_indices = rgb_indices
         self._updated_stages: set[str] = set()
@@ -276,16 +368,24 @@ class BaseTask(LightningModule, ABC):
         the model was trained with.
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        self.configure_preprocess(datamodule)
+        self.configure_preprocess(datamodule, stage)
         # Plots show the datamodule's RGB bands unless the task names its own.
         self.rgb_indices = self.hparams.rgb_indices or getattr(datamodule, "rgb_indices", None)
         if self.hparams.tiled_inference:
             _tiled_forward_function()  # fail now rather than after a training epoch
 
-    def configure_preprocess(self, datamodule: Any = None) -> None:
-        """Take ``datamodule``'s preprocessing settings, then the backbone's statistics if none."""
+    def configure_preprocess(self, datamodule: Any = None, stage: str | None = None) -> None:
+        """Take ``datamodule``'s preprocessing settings, then the backbone's statistics if none.
+
+        Args:
+            datamodule: Where the settings come from (``None``: only the backbone's).
+            stage: Lightning's stage (``"fit"``, ``"predict"``...): at ``"predict"`` the bands
+                a checkpoint is checked against are the datamodule's predict bands.
+        """
+        self._input_bands = None
         if datamodule is not None:
             settings = _datamodule_preprocess_settings(datamodule)
+            self._input_bands = _datamodule_input_bands(datamodule, stage, settings)
             if self.hparams.means is not None:  # the task's own statistics win
                 settings.pop("mean", None)
                 settings.pop("std", None)
@@ -313,8 +413,11 @@ class BaseTask(LightningModule, ABC):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Checkpoints of geofm 0.1 kept the statistics beside the state dict.
+        """Check the checkpoint's bands against the data's, and complete old checkpoints."""
         state = checkpoint.get("state_dict", {})
+        saved = state.get("preprocess._extra_state")
+        self._check_checkpoint_bands(saved.get("bands") if isinstance(saved, Mapping) else None)
+        # Checkpoints of geofm 0.1 kept the statistics beside the state dict.
         legacy = checkpoint.get("geofm_normalization")
         if "preprocess.mean" not in state:
             means = legacy["means"] if legacy else []
@@ -323,6 +426,26 @@ class BaseTask(LightningModule, ABC):
             state["preprocess.std"] = torch.tensor(stds, dtype=torch.float32)
             state.setdefault("preprocess._extra_state", self.preprocess.get_extra_state())
         self._expected_bands = None
+
+    def _check_checkpoint_bands(self, trained: Sequence[str] | None) -> None:
+        """Refuse a checkpoint trained on other bands (or another order) than the data gives.
+
+        Lightning calls ``on_load_checkpoint`` after ``setup``, so ``self._input_bands`` holds
+        the datamodule's bands of this run; the checkpoint's preprocessing replaces the
+        statistics afterwards, which would hide a reordering (same count, other bands).
+        Positions where either list has only a file position (``band_<n>``) are not compared.
+
+        Raises:
+            ValueError: naming both lists and the setting that fixes it.
+        """
+        given = self._input_bands
+        if not trained or not given or _same_bands(trained, given):
+            return
+        raise ValueError(
+            f"The checkpoint was trained on bands {list(trained)} (in this order) but the data "
+            f"gives {given}. Set data.init_args.predict_output_bands (or output_bands) to the "
+            f"trained order {list(trained)}, so that each band reaches the weights that learnt it."
+        )
 
     def _expected_band_counts(self) -> list[tuple[int, str]]:
         """``(bands, what says so)`` for every setting that fixes the number of input bands."""
@@ -368,6 +491,33 @@ class BaseTask(LightningModule, ABC):
                 raise ValueError(
                     f"{what} but the batch has {bands} bands (image shape {tuple(image.shape)})."
                 )
+        self._check_frames(image)
+
+    def _check_frames(self, image: torch.Tensor) -> None:
+        """A time axis as long as the backbone's ``num_frames`` (Prithvi), with the settings
+        to change: without it the failure comes from a neck, far from the cause."""
+        frames = getattr(getattr(self.model, "encoder", None), "num_frames", None)
+        if not isinstance(frames, int) or isinstance(frames, bool):
+            return
+        shape = tuple(image.shape)
+        if image.ndim == 4 and frames > 1:
+            raise ValueError(
+                f"The backbone takes {frames} time steps (model_args.backbone_num_frames="
+                f"{frames}) but the batch's images are (B, C, H, W) {shape}, without a time "
+                f"axis. For files that stack {frames} dates (T x C bands, time-major) set "
+                "data.init_args.expand_temporal_dimension: true; for single-date images set "
+                "backbone_num_frames: 1 (and the ReshapeTokensToImage neck's effective_time_dim: "
+                "1)."
+            )
+        if image.ndim == 5 and image.shape[2] != frames:
+            steps = image.shape[2]
+            raise ValueError(
+                f"The batch's images have {steps} time steps (B, C, T, H, W) = {shape} but the "
+                f"backbone takes {frames} (model_args.backbone_num_frames={frames}). Set "
+                f"backbone_num_frames (and the ReshapeTokensToImage neck's effective_time_dim) to "
+                f"{steps}, or give files of {frames} dates ({frames} x {image.shape[1]} bands "
+                "with data.init_args.expand_temporal_dimension: true)."
+            )
 
     # ------------------------------------------------------------------ forward
     def forward(self, image: torch.Tensor, **kwargs: Any) -> ModelOutput:
@@ -421,6 +571,29 @@ class BaseTask(LightningModule, ABC):
     def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The batch's target, shaped and typed as losses and metrics expect."""
 
+    def check_target(self, batch: Mapping[str, Any], target: torch.Tensor) -> None:
+        """Raise on targets the loss cannot take (class tasks: values outside the classes).
+
+        Called in every step before the loss; nothing by default.
+        """
+
+    def _train_forward(self, batch: Mapping[str, Any]) -> ModelOutput:
+        """The training forward, with torch's BatchNorm error on too small inputs explained."""
+        image = batch["image"]
+        try:
+            return self(image, **self._model_inputs(batch))
+        except ValueError as err:
+            if "Expected more than 1 value per channel when training" not in str(err):
+                raise
+            height, width = image.shape[-2:]
+            raise ValueError(
+                f"The images are too small for the model: a batch of {image.shape[0]} image(s) "
+                f"of {height} x {width} pixels reaches a BatchNorm layer with a single value per "
+                f"channel (torch: {err}). Use larger chips (a ResNet's deepest features are 1/32 "
+                "of the image, so 64 x 64 or more), data.init_args.batch_size >= 2, and "
+                "data.init_args.drop_last: true so that no training batch holds one image."
+            ) from err
+
     @abstractmethod
     def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(preds, target)`` for the metric collection's ``update``."""
@@ -466,8 +639,9 @@ class BaseTask(LightningModule, ABC):
         """Loss and main output (logits or values) of one step; logs the loss, updates metrics."""
         self._check_batch(batch)
         target = self.target(batch)
+        self.check_target(batch, target)
         if stage == "train":
-            output = self(batch["image"], **self._model_inputs(batch))
+            output = self._train_forward(batch)
             prediction = output.output
             loss = self.criterion(prediction, target) + self._aux_loss(output, target)
         else:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from geofm.tasks.base import BaseTask
+from geofm.tasks.base import BaseTask, check_class_targets
 from geofm.tasks.losses import LossSpec
 from geofm.tasks.metrics import classification_metrics, multilabel_metrics
 
@@ -76,6 +76,11 @@ class ClassificationTask(BaseTask):
             raise KeyError(f"The batch has no 'label' key (keys: {sorted(batch)}); it holds the target.")
         return batch["label"].long()
 
+    def check_target(self, batch: Mapping[str, Any], target: torch.Tensor) -> None:
+        """Labels outside ``[0, num_classes)`` that are not ``ignore_index`` raise, naming the
+        batch's files (see :func:`~geofm.tasks.base.check_class_targets`)."""
+        check_class_targets(target, self.num_classes, self.hparams.ignore_index, batch)
+
     def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return prediction, target
 
@@ -128,6 +133,10 @@ class MultiLabelClassificationTask(ClassificationTask):
 
     def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return prediction.sigmoid(), target
+
+    def check_target(self, batch: Mapping[str, Any], target: torch.Tensor) -> None:
+        """Multi-hot labels ``(B, C)`` hold 0/1 per class, not class indices: nothing to check
+        against ``num_classes``."""
 
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return (prediction.sigmoid() > 0.5).long()

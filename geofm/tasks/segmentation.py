@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
-from geofm.tasks.base import BaseTask
+from geofm.tasks.base import BaseTask, check_class_targets
 from geofm.tasks.losses import LossSpec
 from geofm.tasks.metrics import segmentation_metrics
 
@@ -95,6 +95,11 @@ class SemanticSegmentationTask(BaseTask):
 
     def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
         return pixel_target(batch).long()
+
+    def check_target(self, batch: Mapping[str, Any], target: torch.Tensor) -> None:
+        """Mask values outside ``[0, num_classes)`` that are not ``ignore_index`` raise,
+        naming the batch's files (see :func:`~geofm.tasks.base.check_class_targets`)."""
+        check_class_targets(target, self.num_classes, self.hparams.ignore_index, batch)
 
     def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return prediction.argmax(dim=1), target

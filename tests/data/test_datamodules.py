@@ -146,7 +146,9 @@ def _sample(dm, name):
 def test_labels_outside_num_classes_name_file_values_and_num_classes(folder):
     label = np.array(folder.labels["a_2"])
     label[5, :3] = [7, 3, 12]  # the folder has 3 classes: 0, 1, 2
-    write_tif(folder.label_root / "lbl_a_2.tif", label, nodata=LABEL_NODATA)
+    write_tif(
+        folder.label_root / "lbl_a_2.tif", label, nodata=LABEL_NODATA, origin=folder.origins["a_2"]
+    )
     dm = seg_dm(folder, no_label_replace=-1)
     with pytest.raises(
         RasterError,
@@ -180,14 +182,20 @@ def test_fractional_float_labels_are_refused(tmp_path):
     folder = make_pixel_folder(tmp_path, label_dtype="float32", label_nodata=-1.0)
     whole = {name: np.where(lbl == -1.0, lbl, np.clip(np.round(lbl), 0, 2)) for name, lbl in folder.labels.items()}
     for name, lbl in whole.items():
-        write_tif(folder.label_root / f"lbl_{name}.tif", lbl.astype(np.float32), nodata=-1.0)
+        write_tif(
+            folder.label_root / f"lbl_{name}.tif", lbl.astype(np.float32), nodata=-1.0,
+            origin=folder.origins[name],
+        )
     dm = seg_dm(folder, no_label_replace=-1)
     np.testing.assert_array_equal(
         _sample(dm, "b_3")["mask"].numpy(), whole["b_3"].astype(np.int64)
     )
     bad = whole["b_3"].copy()
     bad[3, 3], bad[3, 4] = 0.99, 1.5
-    write_tif(folder.label_root / "lbl_b_3.tif", bad.astype(np.float32), nodata=-1.0)
+    write_tif(
+        folder.label_root / "lbl_b_3.tif", bad.astype(np.float32), nodata=-1.0,
+        origin=folder.origins["b_3"],
+    )
     # Checked even without num_classes: casting would make 0.99 class 0 silently.
     dm = seg_dm(folder, no_label_replace=-1, num_classes=None)
     with pytest.raises(RasterError, match=r"Label '.*lbl_b_3.tif' holds non-integer values \[0.99, 1.5\]"):
@@ -459,3 +467,65 @@ data:
     torch.testing.assert_close(out["image"], before[0].flip(-2), rtol=0, atol=0, equal_nan=True)
     assert torch.equal(out["mask"], before[1].flip(-2))
     assert math.isclose(dm.stds[0], 1.0)
+
+
+# ---------------------------------------------------------------- labels on their image's grid
+def _read_a_1(folder):
+    dm = seg_dm(folder)
+    dm.setup("test")
+    return dm.test_dataset[dm.test_dataset.names.index("a_1")]
+
+
+def test_label_on_another_crs_names_both_files_and_grids(folder):
+    label = folder.labels["a_1"]
+    write_tif(folder.label_root / "lbl_a_1.tif", label, nodata=LABEL_NODATA, crs="EPSG:32615")
+    with pytest.raises(
+        RasterError,
+        match=r"Label '.*lbl_a_1.tif' is not on the grid of its image '.*a_1_img.tif' "
+        r"\(label vs image: CRS EPSG:32615 vs EPSG:32614\)",
+    ):
+        _read_a_1(folder)
+
+
+def test_label_with_another_transform_names_both_transforms(folder):
+    # a_1's image lies at 440280; a label one pixel east is on another grid
+    label = folder.labels["a_1"]
+    origin = (440310.0, 3159720.0)
+    write_tif(folder.label_root / "lbl_a_1.tif", label, nodata=LABEL_NODATA, origin=origin)
+    with pytest.raises(
+        RasterError, match=r"transform \(30, 0, 440310, 0, -30, 3\.15972e\+06\) vs \(30, 0, 440280,"
+    ):
+        _read_a_1(folder)
+
+
+def test_label_without_crs_or_transform_is_taken_on_the_image_grid(folder):
+    import rasterio
+
+    label = folder.labels["a_1"]
+    path = folder.label_root / "lbl_a_1.tif"
+    write_tif(path, label, nodata=LABEL_NODATA, crs=None)  # the image's transform, no CRS
+    assert torch.equal(_read_a_1(folder)["mask"][1:], torch.from_numpy(label[1:].astype(np.int64)))
+    profile = {
+        "driver": "GTiff", "height": 32, "width": 32, "count": 1, "dtype": "uint8",
+        "nodata": LABEL_NODATA,
+    }
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(label[None])  # neither CRS nor transform
+    assert torch.equal(_read_a_1(folder)["mask"][1:], torch.from_numpy(label[1:].astype(np.int64)))
+
+
+def test_label_pixel_size_rounding_is_not_a_mismatch(folder):
+    from affine import Affine
+
+    import rasterio
+
+    label = folder.labels["a_1"]
+    profile = {
+        "driver": "GTiff", "height": 32, "width": 32, "count": 1, "dtype": "uint8", "crs": CRS,
+        "nodata": LABEL_NODATA,
+        "transform": Affine(PIXEL * (1 + 1e-12), 0.0, 440280.0, 0.0, -PIXEL, 3159720.0),
+    }
+    with rasterio.open(folder.label_root / "lbl_a_1.tif", "w", **profile) as dst:
+        dst.write(label[None])
+    assert _read_a_1(folder)["mask"].shape == (32, 32)

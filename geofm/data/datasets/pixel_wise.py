@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,12 +14,13 @@ import torch
 from geofm.data.band_selection import BandSpec
 from geofm.data.datasets.base import GeoTiffDataset
 from geofm.data.files import check_root, find_files, pair_files, read_split_file, select_split
-from geofm.data.raster import RasterError, read_label
+from geofm.data.raster import GridInfo, RasterError, read_label
 
 __all__ = [
     "GenericPixelWiseDataset",
     "GenericNonGeoSegmentationDataset",
     "GenericNonGeoPixelwiseRegressionDataset",
+    "check_label_grid",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,26 +131,98 @@ class GenericPixelWiseDataset(GeoTiffDataset):
         raise NotImplementedError
 
     def read_label_array(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw label ``(H, W)`` of sample ``index`` and its nodata mask, size-checked."""
+        """The raw label ``(H, W)`` of sample ``index`` and its nodata mask."""
+        raw, nodata, _ = self._read_label(index)
+        return raw, nodata
+
+    def _read_label(self, index: int) -> tuple[np.ndarray, np.ndarray, GridInfo]:
         if self.label_files is None:
             raise RuntimeError("This dataset was built with with_labels=False.")
-        path = self.label_files[index]
-        raw, nodata, _ = read_label(path)
-        return raw, nodata
+        return read_label(self.label_files[index])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.load_image(index)
         if self.label_files is not None:
-            raw, nodata = self.read_label_array(index)
-            image_hw = (sample["height"], sample["width"])
-            if raw.shape != image_hw:
-                raise RasterError(
-                    f"Label '{self.label_files[index]}' is {raw.shape[0]} x {raw.shape[1]} pixels "
-                    f"but its image '{sample['filename']}' is {image_hw[0]} x {image_hw[1]}."
-                )
+            raw, nodata, grid = self._read_label(index)
+            check_label_grid(self.label_files[index], grid, sample)
             mask = self.convert_label(raw, nodata, self.label_files[index])
             sample["mask"] = torch.from_numpy(mask).to(self.mask_dtype)
         return sample
+
+
+# A label this far (in pixels) from its image's grid is on another grid; less is rounding.
+_GRID_TOLERANCE = 1e-3
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # rasterio's transform of a file without one
+
+
+def check_label_grid(label: Path, grid: GridInfo, image: dict[str, Any]) -> None:
+    """Raise when a label raster does not lie on its image's pixel grid.
+
+    A label trained against an image on another size, CRS or transform pairs each pixel with
+    the wrong class without a word. A label without CRS (common for label files) is taken as
+    on the image's grid when its transform is absent or the image's; a different CRS is not.
+
+    Args:
+        label: The label file, for messages.
+        grid: The label file's grid.
+        image: The image sample (``filename``, ``crs``, ``transform``, ``height``, ``width``).
+
+    Raises:
+        RasterError: naming both files and both grids.
+    """
+    image_hw = (image["height"], image["width"])
+    if (grid.height, grid.width) != image_hw:
+        raise RasterError(
+            f"Label '{label}' is {grid.height} x {grid.width} pixels but its image "
+            f"'{image['filename']}' is {image_hw[0]} x {image_hw[1]}."
+        )
+    differs = []
+    if grid.crs is not None and image["crs"] is not None and not _same_crs(grid.crs, image["crs"]):
+        differs.append(f"CRS {_crs_name(grid.crs)} vs {_crs_name(image['crs'])}")
+    label_t, image_t = tuple(grid.transform), tuple(image["transform"])
+    georeferenced = label_t != _IDENTITY and image_t != _IDENTITY
+    if georeferenced and not _same_corners(label_t, image_t, grid.height, grid.width):
+        differs.append(f"transform {_affine(label_t)} vs {_affine(image_t)}")
+    if differs:
+        raise RasterError(
+            f"Label '{label}' is not on the grid of its image '{image['filename']}' (label vs "
+            f"image: {'; '.join(differs)}). Write the label on the image's grid (same CRS, "
+            "origin and pixel size), e.g. with gdalwarp -te/-tr or rasterio.warp.reproject."
+        )
+
+
+def _same_corners(a: Sequence[float], b: Sequence[float], height: int, width: int) -> bool:
+    """Whether transforms ``a`` and ``b`` put the four image corners within a thousandth of a
+    pixel of each other (rounding in pixel sizes is allowed, a shift or another size is not)."""
+    cols = np.array([0, width, 0, width], dtype=np.float64)
+    rows = np.array([0, 0, height, height], dtype=np.float64)
+
+    def corners(t: Sequence[float]) -> np.ndarray:
+        return np.stack([t[0] * cols + t[1] * rows + t[2], t[3] * cols + t[4] * rows + t[5]])
+
+    pixel = max(abs(v) for v in (*b[:2], *b[3:5])) or 1.0
+    return bool(np.allclose(corners(a), corners(b), rtol=0, atol=_GRID_TOLERANCE * pixel))
+
+
+@functools.lru_cache(maxsize=64)
+def _same_crs(a: str, b: str) -> bool:
+    """Whether two WKT strings name one CRS (GDAL's comparison, not the text)."""
+    if a == b:
+        return True
+    from rasterio.crs import CRS
+
+    return CRS.from_wkt(a) == CRS.from_wkt(b)
+
+
+def _crs_name(wkt: str) -> str:
+    from rasterio.crs import CRS
+
+    crs = CRS.from_wkt(wkt)
+    return crs.to_string() if crs.to_epsg() is not None else repr(wkt[:60] + "...")
+
+
+def _affine(t: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in t) + ")"
 
 
 class GenericNonGeoSegmentationDataset(GenericPixelWiseDataset):

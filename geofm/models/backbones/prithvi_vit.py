@@ -324,7 +324,9 @@ class PrithviViT(nn.Module):
             if self.patch_size[0] != 1:
                 raise ValueError(
                     f"A (B, C, H, W) input needs a time patch of 1, this model's is "
-                    f"{self.patch_size[0]}; pass (B, C, T, H, W)."
+                    f"{self.patch_size[0]}; pass (B, C, T, H, W) with T={self.num_frames} "
+                    "(for files that stack the dates, data.init_args.expand_temporal_dimension: "
+                    "true), or build the backbone with a time patch of 1."
                 )
             x = x.unsqueeze(2)
         if x.ndim != 5:

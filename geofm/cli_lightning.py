@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -445,6 +445,33 @@ def best_checkpoint(folder: str | Path) -> Path:
     return best[-1]
 
 
+class GeofmTrainer(Trainer):
+    """Lightning's ``Trainer`` whose batch limits read ``1`` as one batch.
+
+    Lightning declares ``limit_*_batches`` as ``float | int``, so the config parser turns
+    ``--trainer.limit_train_batches 1`` into ``1.0``, the whole epoch, and ``3`` into ``3.0``,
+    which Lightning rejects. Declared ``int | float`` here, integers stay batch counts and
+    floats stay fractions, as Lightning documents them. Every other argument is Lightning's.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
 def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
     """Run ``geofm <fit|validate|test|predict> ...``.
 
@@ -457,6 +484,7 @@ def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
     return GeofmCLI(
         model_class=LightningModule,
         datamodule_class=LightningDataModule,
+        trainer_class=GeofmTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,

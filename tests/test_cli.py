@@ -451,3 +451,14 @@ def test_no_lightning_args_warning(tmp_path, folders, monkeypatch):
         warnings.simplefilter("always")
         run_lightning_cli(["-c", str(write_config(tmp_path, folders)), "--trainer.logger", "false"], run=False)
     assert not [w for w in caught if "args parameter is intended" in str(w.message)]
+
+
+def test_batch_limits_are_counts_when_integers(tmp_path, folders):
+    """`--trainer.limit_train_batches 1` is one batch, not 1.0 (the whole epoch)."""
+    config = write_config(tmp_path, folders)
+    cli = run_lightning_cli([
+        "fit", "-c", str(config), "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0.5",
+    ])
+    assert cli.trainer.num_training_batches == 1  # 4 samples in batches of 2 would give 2
+    assert cli.trainer.limit_val_batches == 0.5 and cli.trainer.num_val_batches == [1]

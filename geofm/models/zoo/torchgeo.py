@@ -543,7 +543,7 @@ class TorchGeoBackboneSource(ExternalSource):
 
 
 # Names that look like this source's, for the message when torchgeo is missing.
-_LOOKS_LIKE = re.compile(r"(?:[a-z0-9]+_)?(?:resnet\d+|vit_\w+|swin_\w+)")
+_LOOKS_LIKE = re.compile(r"(?:[a-z0-9]+_)?(?:resnet\d+|vit|swin)(?:_\w+)?")
 
 
 class MissingTorchGeoSource(ExternalSource):

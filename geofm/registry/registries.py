@@ -32,7 +32,7 @@ GEOFM_NECK_REGISTRY = Registry("neck", scope="geofm", locations=["geofm.models.n
 
 # Search order: geofm first, then the zoos in the order of their locations.
 BACKBONE_REGISTRY = MultiSourceRegistry(
-    "backbone", geofm=GEOFM_BACKBONE_REGISTRY, locations=["geofm.models.zoo.timm"]
+    "backbone", geofm=GEOFM_BACKBONE_REGISTRY, locations=["geofm.models.zoo.timm", "geofm.models.zoo.torchgeo"]
 )
 DECODER_REGISTRY = MultiSourceRegistry(
     "decoder",

@@ -202,7 +202,7 @@ def test_summary_is_json():
 def test_import_geofm_is_light(imports):
     code = (
         f"import sys; {imports}\n"
-        "heavy = ['timm', 'segmentation_models_pytorch', 'lightning', 'rasterio']\n"
+        "heavy = ['timm', 'segmentation_models_pytorch', 'lightning', 'rasterio', 'torchgeo']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections.abc import Iterable
 
@@ -45,6 +46,11 @@ class LazyLocations:
             self._importing = True
             try:
                 for module in self.modules:
+                    if _initializing(module):
+                        # That module is registering itself right now (it was imported
+                        # directly): the ones after it load on the next call, so sources keep
+                        # the order of ``modules``.
+                        return
                     importlib.import_module(module)
                 self._imported = True
             finally:
@@ -52,3 +58,9 @@ class LazyLocations:
 
     def __repr__(self) -> str:
         return f"LazyLocations({list(self.modules)}, imported={self._imported})"
+
+
+def _initializing(module: str) -> bool:
+    """Whether ``module`` is part-way through its import."""
+    spec = getattr(sys.modules.get(module), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))

@@ -6,6 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from geofm.registry import (
     UnknownScopeError,
     registry_summary,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_sources() -> tuple[MultiSourceRegistry, Registry, Registry]:
@@ -223,3 +226,15 @@ def test_public_names_resolve():
 
     for name in geofm.__all__:
         assert getattr(geofm, name) is not None
+
+
+@pytest.mark.parametrize("first", ["geofm.models.zoo.timm", "geofm.models.zoo.torchgeo"])
+def test_zoo_order_does_not_depend_on_which_module_is_imported_first(first):
+    """A zoo module imported directly registers in its place in the locations, not first."""
+    code = (
+        f"import {first}\n"
+        "from geofm.registry import BACKBONE_REGISTRY\n"
+        "print(BACKBONE_REGISTRY.keys())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "['geofm', 'timm', 'torchgeo']"

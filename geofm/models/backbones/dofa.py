@@ -30,7 +30,8 @@ normalisation for DOFA (it depends on the sensor), so give the datamodule ``mean
 Example:
     >>> backbone = dofa_base_patch16_224(
     ...     pretrained=True, ckpt_path="dofa_base_patch16_224-a0275954.pth",
-    ...     model_bands=["BLUE", "GREEN", "RED", "NIR_NARROW", "VV", "VH"], out_indices=[3, 5, 7, 11])
+    ...     model_bands=["BLUE", "GREEN", "RED", "NIR_NARROW", "VV", "VH"],
+    ...     out_indices=[3, 5, 7, 11])
     >>> [f.shape for f in backbone(x)]  # x: (B, 6, 224, 224)
     [(B, 197, 768)] * 4
 """
@@ -188,7 +189,9 @@ def band_wavelengths(bands: Sequence[Any]) -> list[float]:
 
 def _check_wavelengths(wavelengths: Sequence[float]) -> list[float]:
     if isinstance(wavelengths, (str, bytes)) or not isinstance(wavelengths, Sequence):
-        raise ValueError(f"wavelengths must be a list of numbers (micrometres), got {wavelengths!r}.")
+        raise ValueError(
+            f"wavelengths must be a list of numbers (micrometres), got {wavelengths!r}."
+        )
     values = []
     for w in wavelengths:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
@@ -222,7 +225,8 @@ def resize_dofa_pos_embed(
     side = math.isqrt(pos_embed.shape[1] - 1)
     if pos_embed.ndim != 3 or side * side != pos_embed.shape[1] - 1:
         raise ValueError(
-            f"pos_embed of shape {tuple(pos_embed.shape)} is not (1, 1 + g * g, D) for a square grid."
+            f"pos_embed of shape {tuple(pos_embed.shape)} is not (1, 1 + g * g, D) for a "
+            "square grid."
         )
     cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
     maps = tokens.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
@@ -392,7 +396,8 @@ def load_dofa_checkpoint(
     expected = dofa_model.state_dict()
     for key in [k for k in state if k.startswith("head.") and k in expected]:
         if state[key].shape != expected[key].shape:
-            log.info("%s: dropping %s %s (another class count).", source, key, tuple(state[key].shape))
+            shape = tuple(state[key].shape)
+            log.info("%s: dropping %s %s (another class count).", source, key, shape)
             del state[key]
     pos = state.get("pos_embed")
     target = expected["pos_embed"]

@@ -20,8 +20,9 @@ Wavelengths come from band names (``model_bands``, TerraTorch's keyword, or ``ba
 
 Features: the output of each chosen block (default only the last), tokens ``(B, 1 + N, D)``
 with the class token first and no norm; the patch grid is ``(H + 2 - 16) // 16 + 1`` per side
-(DOFA's patch convolution has stride 16 and padding 1), 14 x 14 for 224. Decoders need the
-necks ``ReshapeTokensToImage`` (drops the class token) and e.g.
+(DOFA's patch convolution has stride 16 and padding 1), 14 x 14 for 224. Inputs of another
+size than ``img_size`` get the position embedding interpolated (TerraTorch's would fail).
+Decoders need the necks ``ReshapeTokensToImage`` (drops the class token) and e.g.
 ``LearnedInterpolateToPyramidal``.
 
 ``extra_inputs`` is ``()`` and ``pretrained_stats`` is ``None``: TorchGeo defines no
@@ -206,21 +207,21 @@ def _check_wavelengths(wavelengths: Sequence[float]) -> list[float]:
 
 # ------------------------------------------------------------------------------ pos_embed
 def resize_dofa_pos_embed(
-    pos_embed: torch.Tensor, grid: int, mode: str = "bilinear"
+    pos_embed: torch.Tensor, grid: int | tuple[int, int], mode: str = "bilinear"
 ) -> torch.Tensor:
-    """A file's ``pos_embed`` for another square patch grid, as TerraTorch's DOFA loader does.
+    """A ``pos_embed`` for another patch grid, as TerraTorch's DOFA loader resizes a file's.
 
-    The class-token entry is kept; the ``g x g`` grid entries are interpolated to
-    ``grid x grid`` with ``F.interpolate(mode=mode, align_corners=False)`` (TerraTorch's
+    The class-token entry is kept; the ``g x g`` grid entries are interpolated to ``grid``
+    with ``F.interpolate(mode=mode, align_corners=False)`` (TerraTorch's
     ``pos_interpolation_mode``, default ``"bilinear"``), in float32.
 
     Args:
         pos_embed: ``(1, 1 + g * g, D)``.
-        grid: New grid side.
+        grid: New grid side, or ``(Hg, Wg)``.
         mode: Interpolation mode (``"bilinear"``, ``"bicubic"``, ``"nearest"``...).
 
     Returns:
-        ``(1, 1 + grid * grid, D)`` in ``pos_embed``'s dtype.
+        ``(1, 1 + Hg * Wg, D)`` in ``pos_embed``'s dtype.
     """
     side = math.isqrt(pos_embed.shape[1] - 1)
     if pos_embed.ndim != 3 or side * side != pos_embed.shape[1] - 1:
@@ -230,7 +231,8 @@ def resize_dofa_pos_embed(
         )
     cls, tokens = pos_embed[:, :1], pos_embed[:, 1:]
     maps = tokens.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    maps = F.interpolate(maps, size=(grid, grid), mode=mode, align_corners=False)
+    size = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    maps = F.interpolate(maps, size=size, mode=mode, align_corners=False)
     tokens = maps.flatten(2).transpose(1, 2).to(pos_embed.dtype)
     return torch.cat([cls, tokens], dim=1)
 
@@ -246,6 +248,7 @@ class DOFAEncoder(nn.Module):
             the end); default ``[-1]``, the last block. Blocks after the largest index are not
             run (their parameters then get no gradient: use DDP's ``find_unused_parameters``).
         bands: The band names the wavelengths came from (for messages and the preprocessing).
+        pos_interpolation_mode: How ``pos_embed`` is resized for inputs of another grid.
 
     Attributes:
         out_channels: ``[D] * len(out_indices)``.
@@ -262,8 +265,10 @@ class DOFAEncoder(nn.Module):
         wavelengths: Sequence[float],
         out_indices: Sequence[int] | None = None,
         bands: Sequence[str] | None = None,
+        pos_interpolation_mode: str = "bilinear",
     ):
         super().__init__()
+        self.pos_interpolation_mode = pos_interpolation_mode
         self.dofa_model = dofa_model
         self.wavelengths: list[float] = _check_wavelengths(wavelengths)
         self.bands: list[str] = [str(b) for b in bands] if bands is not None else []
@@ -293,9 +298,12 @@ class DOFAEncoder(nn.Module):
             One ``(B, 1 + Hg * Wg, D)`` tensor per ``out_indices`` entry, class token first,
             no norm (``Hg = (H + 2 - 16) // 16 + 1``, 14 for 224).
 
+        An input whose patch grid differs from ``img_size``'s gets the position embedding
+        interpolated to its grid (``pos_interpolation_mode``, as the loader resizes a file's;
+        TerraTorch's forward would fail instead): for tiles of another size than training.
+
         Raises:
-            ValueError: for another channel count, or an image whose grid does not match the
-                position embedding (build with ``img_size=H``).
+            ValueError: for another channel count.
         """
         model = self.dofa_model
         if x.ndim != 4 or x.shape[1] != len(self.wavelengths):
@@ -304,20 +312,16 @@ class DOFAEncoder(nn.Module):
                 f"band {self.bands or self.wavelengths}; got shape {tuple(x.shape)}. Set "
                 "model_bands (or wavelengths) to the input's bands."
             )
-        tokens_expected = model.pos_embed.shape[1] - 1
-        hg, wg = self.grid_size(x.shape[-2], x.shape[-1])
-        if hg * wg != tokens_expected:
-            side = math.isqrt(tokens_expected)
-            raise ValueError(
-                f"A {x.shape[-2]}x{x.shape[-1]} input gives a {hg}x{wg} patch grid, but this DOFA "
-                f"was built for a {side}x{side} grid (img_size={side * self.patch_size}); build "
-                f"it with img_size={x.shape[-2]} (the file's position embedding is resized)."
-            )
+        pos_embed = model.pos_embed
+        side = math.isqrt(pos_embed.shape[1] - 1)
+        grid = self.grid_size(x.shape[-2], x.shape[-1])
+        if grid != (side, side):
+            pos_embed = resize_dofa_pos_embed(pos_embed, grid, self.pos_interpolation_mode)
         # Float32 wavelengths, as TorchGeo and TerraTorch: their code is in nanometres.
         waves = torch.tensor(self.wavelengths, device=x.device, dtype=torch.float32)
         tokens, _ = model.patch_embed(x, waves)
-        tokens = tokens + model.pos_embed[:, 1:]
-        cls_token = (model.cls_token + model.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        tokens = tokens + pos_embed[:, 1:]
+        cls_token = (model.cls_token + pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         hidden = torch.cat([cls_token, tokens], dim=1)
         wanted = set(self.out_indices)
         outputs: dict[int, torch.Tensor] = {}
@@ -445,7 +449,8 @@ def build_dofa(
         img_size: Square image side the position embedding is made for (default 224; a
             file's 14 x 14 embedding is resized to it, see :func:`load_dofa_checkpoint`).
         out_indices: Blocks whose outputs are returned, in order (default ``[-1]``).
-        pos_interpolation_mode: Mode of that resize (default ``"bilinear"``, TerraTorch's).
+        pos_interpolation_mode: Mode of that resize, and of the one for inputs of another
+            grid than ``img_size``'s (default ``"bilinear"``, TerraTorch's).
 
     Raises:
         MissingDependencyError: when TorchGeo is not installed.
@@ -501,7 +506,11 @@ def build_dofa(
         description = f"DOFA {variant.name} (embed_dim={variant.embed_dim}, depth={variant.depth})"
         load_dofa_checkpoint(dofa_model, weights, mode, description)
     encoder = DOFAEncoder(
-        dofa_model, waves, out_indices, bands=[str(b) for b in names] if names else None
+        dofa_model,
+        waves,
+        out_indices,
+        bands=[str(b) for b in names] if names else None,
+        pos_interpolation_mode=mode,
     )
     encoder.variant = variant
     return encoder

@@ -305,10 +305,14 @@ def test_other_img_size_resizes_the_file_pos_embed(small_file) -> None:
     grid = source.pos_embed[0, 1:].reshape(14, 14, 384).permute(2, 0, 1)
     pooled = F.avg_pool2d(grid[None], 2)[0].flatten(1).T
     torch.testing.assert_close(pos[0, 1:], pooled)
+    x = torch.randn(1, 1, 112, 112)
+    at_224 = dofa.dofa_small_patch16_224(ckpt_path=path, model_bands=["RED"]).eval()
     with torch.no_grad():
-        assert backbone(torch.randn(1, 1, 112, 112))[0].shape == (1, 50, 384)
-    with pytest.raises(ValueError, match="img_size=224"):
-        backbone(torch.randn(1, 1, 224, 224))
+        built_for_112 = backbone(x)[0]
+        resized_in_forward = at_224(x)[0]  # another input size: the same resize, at run time
+        assert at_224(torch.randn(1, 1, 96, 160))[0].shape == (1, 1 + 6 * 10, 384)
+    assert built_for_112.shape == (1, 50, 384)
+    torch.testing.assert_close(resized_in_forward, built_for_112)
 
 
 def test_missing_torchgeo_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

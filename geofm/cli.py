@@ -105,15 +105,38 @@ def _registry_list(args: argparse.Namespace) -> int:
             kind: {src: [n for n in names if needle in n.lower()] for src, names in sources.items()}
             for kind, sources in summary.items()
         }
+    details = _backbone_details(summary.get("backbone", {}))
     if args.json:
+        if details:
+            summary["backbone_details"] = details
         print(json.dumps(summary, indent=2))
         return 0
     for kind, sources in summary.items():
         for source, names in sources.items():
             print(f"{kind} [{source}] ({len(names)})")
             for name in names:
-                print(f"  {source}_{name}" if kind != "factory" else f"  {name}")
+                full = f"{source}_{name}" if kind != "factory" else name
+                info = details.get(full) if kind == "backbone" else None
+                if info is None:
+                    print(f"  {full}")
+                else:
+                    print(f"  {full}  [{info['family']}] bands: {info['bands']}; pretraining: {info['pretraining']}")
     return 0
+
+
+def _backbone_details(sources: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """Family, bands and pretraining of the zoo's backbones (geofm's and TorchGeo's)."""
+    from dataclasses import asdict
+
+    from geofm.models.catalog import describe
+
+    details = {}
+    for source in ("geofm", "torchgeo"):
+        for name in sources.get(source, []):
+            info = describe(f"{source}_{name}")
+            if info is not None:
+                details[f"{source}_{name}"] = {k: v for k, v in asdict(info).items() if k != "name"}
+    return details
 
 
 def _compute_statistics(args: argparse.Namespace) -> int:

@@ -43,9 +43,10 @@ import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,9 @@ from geofm.models.backbones.pretrained import (
 )
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
 from geofm.registry.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "DOFA_WAVELENGTHS",
@@ -585,3 +589,9 @@ def dofa_large_patch16_224(
     Args: see :func:`build_dofa`.
     """
     return _build("dofa_large_patch16_224", pretrained, ckpt_path, model_bands, kwargs)
+
+
+def describe(name: str) -> BackboneInfo:
+    """The catalog entry of a DOFA variant (see :mod:`geofm.models.catalog`)."""
+    entry = DOFA_PRETRAINED_CONFIGS[name].info(name, "DOFA", "multi-sensor MAE")
+    return dataclasses.replace(entry, bands="any, by wavelength")

@@ -26,9 +26,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geofm.data.bands import Band, band_indices, resolve_bands
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "PRITHVI_BANDS",
@@ -86,6 +89,23 @@ class PretrainedConfig:
     def url(self) -> str | None:
         """Web page of the official weights (for messages)."""
         return None if self.hub_repo is None else f"https://huggingface.co/{self.hub_repo}"
+
+    def info(self, name: str, family: str, data: str) -> BackboneInfo:
+        """This weight set as a catalog entry (``geofm registry list``, the README's zoo).
+
+        Args:
+            name: The backbone's registry name.
+            family: The model family.
+            data: What the weights were pretrained on.
+        """
+        from geofm.models.catalog import BackboneInfo
+
+        pretraining = (
+            f"{data}: `{self.hub_repo}` / `{self.hub_file}`"
+            if self.hub_repo
+            else "none published (`ckpt_path` only)"
+        )
+        return BackboneInfo(name, "geofm", family, ", ".join(self.bands) or "any", pretraining)
 
     def stats(self, bands: Sequence[Band]) -> dict[str, list[Any]] | None:
         """Normalisation statistics of ``bands``, in their order.

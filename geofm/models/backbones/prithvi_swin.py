@@ -32,7 +32,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ from geofm.models.backbones.pretrained import (
     resolve_weights,
 )
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "PrithviSwinVariant",
@@ -379,3 +382,8 @@ def prithvi_swin_L(  # noqa: N802 (the published model name)
     """
     variant = VARIANTS["prithvi_swin_L"]
     return _build(variant, pretrained, ckpt_path, num_frames, {"bands": bands, **kwargs})
+
+
+def describe(name: str) -> BackboneInfo:
+    """The catalog entry of a Prithvi Swin variant (see :mod:`geofm.models.catalog`)."""
+    return PRETRAINED_CONFIGS[name].info(name, "Prithvi Swin", "HLS")

@@ -36,7 +36,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -52,6 +52,9 @@ from geofm.models.backbones.pretrained import (
 )
 from geofm.models.backbones.prithvi_weights import load_prithvi_checkpoint
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "PrithviVariant",
@@ -683,3 +686,8 @@ def prithvi_eo_v2_600_tl(
     Args: see :func:`build_prithvi_vit`.
     """
     return _build("prithvi_eo_v2_600_tl", pretrained, ckpt_path, bands, kwargs)
+
+
+def describe(name: str) -> BackboneInfo:
+    """The catalog entry of a Prithvi-EO ViT variant (see :mod:`geofm.models.catalog`)."""
+    return PRETRAINED_CONFIGS[name].info(name, "Prithvi-EO ViT", "HLS")

@@ -61,7 +61,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -72,6 +72,9 @@ from geofm.models.backbones.out_indices import check_out_indices
 from geofm.registry import BACKBONE_REGISTRY
 from geofm.registry.errors import MissingDependencyError, UnknownNameError, close_names
 from geofm.registry.external import ExternalSource
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "TorchGeoBackbone",
@@ -493,6 +496,26 @@ def build_torchgeo_backbone(
     if member is not None:
         backbone.pretrained_stats = _stats(member, chosen, channels)
     return backbone
+
+
+_FAMILY_NAMES = {"resnet": "TorchGeo ResNet", "vit": "TorchGeo ViT", "swin_v2": "TorchGeo Swin V2"}
+
+
+def describe(name: str) -> BackboneInfo | None:
+    """The catalog entry of a weights name (see :mod:`geofm.models.catalog`); None for a bare
+    builder name, whose bands and pretraining depend on ``weights=``."""
+    from geofm.models.catalog import BackboneInfo
+
+    builder, member_name = weight_names().get(name, (None, None))
+    if builder is None or member_name is None:
+        return None
+    member = _weights_member(builder, member_name)
+    assert member is not None
+    meta = member.value.meta
+    bands = [b or f"band {i + 1}" for i, b in enumerate(weight_bands(member))]
+    method = f" {meta['ssl_method']}" if meta.get("ssl_method") else ""
+    pretraining = f"{meta.get('dataset', '?')}{method}: `{type(member).__name__}.{member.name}`"
+    return BackboneInfo(name, "torchgeo", _FAMILY_NAMES[_family(builder)], ", ".join(bands), pretraining)
 
 
 def _load(

@@ -199,7 +199,8 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
             "predict": None,
         }
         self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": None}
-        self.image_grep = per_modality(image_grep if image_grep is not None else img_grep, ms, "image_grep", "*")
+        grep = image_grep if image_grep is not None else img_grep
+        self.image_grep = per_modality(grep, ms, "image_grep", "*")
         self.label_grep = label_grep
         self.ignore_split_file_extensions = ignore_split_file_extensions
         self.no_label_replace = no_label_replace
@@ -209,8 +210,12 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
         self.allow_missing_modalities = allow_missing_modalities
         self.modality_dataset_bands = per_modality(dataset_bands, ms, "dataset_bands")
         self.modality_output_bands = per_modality(output_bands, ms, "output_bands")
-        self.modality_predict_dataset_bands = per_modality(predict_dataset_bands, ms, "predict_dataset_bands")
-        self.modality_predict_output_bands = per_modality(predict_output_bands, ms, "predict_output_bands")
+        self.modality_predict_dataset_bands = per_modality(
+            predict_dataset_bands, ms, "predict_dataset_bands"
+        )
+        self.modality_predict_output_bands = per_modality(
+            predict_output_bands, ms, "predict_output_bands"
+        )
         # One single-modality datamodule per modality holds its settings: it resolves the
         # bands, reduces means/stds to the output bands and checks them, as for one modality.
         scales = per_modality(constant_scale, ms, "constant_scale", 1.0)

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 _MAX_LISTED = 5
 
 
-def per_modality(value: Any, modalities: Sequence[str], arg: str, default: Any = None) -> dict[str, Any]:
+def per_modality(
+    value: Any, modalities: Sequence[str], arg: str, default: Any = None
+) -> dict[str, Any]:
     """``value`` as ``{modality: value}``: a dict is checked, anything else applies to all.
 
     Args:
@@ -139,7 +141,7 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
         if not self.modalities:
             raise ValueError("modalities is empty; name at least one modality.")
         root_arg = f"{arg_prefix}data_root"
-        roots = per_modality(dict(data_root) if isinstance(data_root, Mapping) else data_root, self.modalities, root_arg)
+        roots = per_modality(data_root, self.modalities, root_arg)
         greps = per_modality(image_grep, self.modalities, "image_grep", default="*")
         dataset_bands = per_modality(dataset_bands, self.modalities, band_keys[0])
         output_bands = per_modality(output_bands, self.modalities, band_keys[1])
@@ -194,7 +196,8 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
         keys = sorted({k for files in found.values() for k in files})
         if not keys:
             where = "; ".join(self._search.values())
-            raise FileNotFoundError(f"No image found with {where}" + (f" and {split_arg}='{split}'" if split else "") + ".")
+            in_split = f" and {split_arg}='{split}'" if split else ""
+            raise FileNotFoundError(f"No image found with {where}{in_split}.")
         self._check_complete(keys, found)
 
         # Samples in common-name order; each maps the modalities it has to their file.
@@ -219,7 +222,9 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
 
     # ------------------------------------------------------------------ files
     def _check_complete(
-        self, keys: Sequence[tuple[str, ...]], found: Mapping[str, Mapping[tuple[str, ...], FoundFile]]
+        self,
+        keys: Sequence[tuple[str, ...]],
+        found: Mapping[str, Mapping[tuple[str, ...], FoundFile]],
     ) -> None:
         """Raise for samples that lack a modality, unless ``allow_missing_modalities``."""
         if self.allow_missing_modalities:
@@ -292,13 +297,17 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
         return len(self.sample_files)
 
     # ------------------------------------------------------------------ reading
-    def coordinates(self, index: int, grid: Mapping[str, Any] | None = None, frames: int = 1) -> dict[str, np.ndarray]:
+    def coordinates(
+        self, index: int, grid: Mapping[str, Any] | None = None, frames: int = 1
+    ) -> dict[str, np.ndarray]:
         """``temporal_coords`` ``(T, 2)`` and ``location_coords`` ``(2,)`` of sample ``index``,
         from its reference file."""
         path = self.reference_files[index]
         coords: dict[str, np.ndarray] = {}
         if self.dates is not None:
-            coords["temporal_coords"] = temporal_coords(self.dates[index], frames, path, self.date_pattern)
+            coords["temporal_coords"] = temporal_coords(
+                self.dates[index], frames, path, self.date_pattern
+            )
         if grid is None:
             grid = read_grid(path).as_metadata()
         location = location_coords(grid["crs"], grid["transform"], grid["height"], grid["width"])
@@ -344,7 +353,8 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
             path = self.label_files[index]
             raw, nodata, grid = read_label(path)
             check_label_grid(path, grid, sample)
-            sample["mask"] = torch.from_numpy(self.convert_label(raw, nodata, path)).to(self.mask_dtype)
+            mask = self.convert_label(raw, nodata, path)
+            sample["mask"] = torch.from_numpy(mask).to(self.mask_dtype)
         return sample
 
 
@@ -390,7 +400,13 @@ class GenericMultimodalSegmentationDataset(GenericMultimodalDataset):
     convert_label = GenericNonGeoSegmentationDataset.convert_label
     _check_classes = GenericNonGeoSegmentationDataset._check_classes
 
-    def __init__(self, *args: Any, num_classes: int | None = None, reduce_zero_label: bool = False, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        num_classes: int | None = None,
+        reduce_zero_label: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.num_classes = num_classes
         self.reduce_zero_label = reduce_zero_label

@@ -1,8 +1,13 @@
-"""Batching samples: tensors stacked, metadata kept as lists."""
+"""Batching samples: tensors stacked, metadata kept as lists.
+
+A dict of tensors (a multimodal ``image``: ``{modality: (C, H, W)}``) is stacked key by key.
+Samples whose dicts hold different modalities (``allow_missing_modalities``) cannot form one
+batch: the error names the samples and the modalities they lack (use ``batch_size=1``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,43 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors)
 
 
+def _names(samples: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(s.get("filename", f"sample {i}")) for i, s in enumerate(samples)]
+
+
+def _stack_checked(key: str, values: list[torch.Tensor], samples: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """Stack ``values`` (one per sample), or raise naming the files when shapes differ."""
+    shapes = {tuple(v.shape) for v in values}
+    if len(shapes) > 1:
+        detail = ", ".join(
+            f"'{n}' {tuple(v.shape)}" for n, v in zip(_names(samples), values, strict=True)
+        )
+        raise ValueError(
+            f"Cannot batch '{key}' tensors of different shapes: {detail}. Use batch_size=1 "
+            "or bring the files to one size."
+        )
+    return _stack(values)
+
+
+def _stack_dicts(key: str, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack dicts of tensors (``{modality: (C, H, W)}``) key by key into ``(B, C, H, W)``."""
+    dicts = [s[key] for s in samples]
+    names = list(dicts[0])
+    if any(set(d) != set(names) for d in dicts[1:]):
+        union = list(dict.fromkeys(m for d in dicts for m in d))
+        lacking = "; ".join(
+            f"'{n}' lacks {[m for m in union if m not in d]}"
+            for n, d in zip(_names(samples), dicts, strict=True)
+            if set(d) != set(union)
+        )
+        raise ValueError(
+            f"Cannot batch samples whose '{key}' holds different modalities: {lacking}. With "
+            "allow_missing_modalities=True use batch_size=1, or give every sample every "
+            "modality."
+        )
+    return {m: _stack_checked(f"{key}['{m}']", [d[m] for d in dicts], samples) for m in names}
+
+
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack the tensors of ``samples`` and keep every other value as a list.
 
@@ -26,16 +68,19 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     string list into nested lists; here ``batch["transform"][i]`` is sample ``i``'s tuple.
 
     Args:
-        samples: Dicts with the same keys (``image`` ``(C, H, W)``, ``mask`` ``(H, W)``,
-            ``label`` ``()``, ``filename``, ``crs``, ...).
+        samples: Dicts with the same keys (``image`` ``(C, H, W)`` or a dict
+            ``{modality: (C, H, W)}``, ``mask`` ``(H, W)``, ``label`` ``()``, ``filename``,
+            ``crs``, ...).
 
     Returns:
-        ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``, ``mask`` ``(B, H, W)``, ``label``
-        ``(B,)``, ``nodata_mask`` ``(B, H, W)``, and lists of length ``B`` for the rest.
+        ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)`` (a dict of those for dict images),
+        ``mask`` ``(B, H, W)``, ``label`` ``(B,)``, ``nodata_mask`` ``(B, H, W)``, and lists of
+        length ``B`` for the rest.
 
     Raises:
         ValueError: Samples have different keys, or tensors of one key have different shapes
-            (the message names the files; crop or resize the data to one size).
+            (the message names the files; crop or resize the data to one size), or dicts of
+            tensors hold different keys (modalities).
     """
     if not samples:
         raise ValueError("Cannot collate an empty list of samples.")
@@ -47,17 +92,11 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key in keys:
         values = [s[key] for s in samples]
         if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                names = [s.get("filename", f"sample {i}") for i, s in enumerate(samples)]
-                detail = ", ".join(
-                    f"'{n}' {tuple(v.shape)}" for n, v in zip(names, values, strict=True)
-                )
-                raise ValueError(
-                    f"Cannot batch '{key}' tensors of different shapes: {detail}. Use batch_size=1 "
-                    "or bring the files to one size."
-                )
-            batch[key] = _stack(values)
+            batch[key] = _stack_checked(key, values, samples)
+        elif isinstance(values[0], Mapping) and values[0] and all(
+            isinstance(v, torch.Tensor) for v in values[0].values()
+        ):
+            batch[key] = _stack_dicts(key, samples)
         else:
             batch[key] = values
     return batch

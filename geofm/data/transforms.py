@@ -16,7 +16,9 @@ with ``data_keys=["input", "mask"]``: each sample of the batch draws its own par
 its image, ``mask`` and ``nodata_mask`` receive the same geometric transform (masks with
 nearest-neighbour resampling; intensity augmentations touch the image only). Any number of
 bands works; ``(B, C, T, H, W)`` images are folded to ``(B, C*T, H, W)`` so every frame moves
-alike.
+alike. A multimodal image ``{modality: (B, C_m, H, W)}`` is concatenated along channels,
+augmented once and split back, so every modality, the mask and the nodata mask receive the same
+geometry (intensity augmentations then see all modalities' channels together).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ class BatchAugmentation(nn.Module):
         """Augment ``batch`` in place and return it.
 
         Args:
-            batch: ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``; optional ``mask``
+            batch: ``image`` ``(B, C, H, W)``, ``(B, C, T, H, W)`` or a dict of those by
+                modality (same ``B, H, W``); optional ``mask``
                 ``(B, H, W)`` (any dtype) and ``nodata_mask`` ``(B, H, W)`` bool. Other keys
                 pass through untouched (geo metadata then describe the unaugmented sample).
 
@@ -128,9 +131,8 @@ class BatchAugmentation(nn.Module):
             The batch, shapes as given except ``H, W`` where a crop or resize changed them.
         """
         image = batch["image"]
-        temporal = image.ndim == 5
-        b, c = image.shape[:2]
-        flat = image.reshape(b, -1, *image.shape[-2:]) if temporal else image
+        flat, unflatten = _flatten_image(image)
+        b = flat.shape[0]
         masks = [
             (k, batch[k]) for k in ("mask", "nodata_mask") if isinstance(batch.get(k), torch.Tensor)
         ]
@@ -163,7 +165,40 @@ class BatchAugmentation(nn.Module):
                 if not original.dtype.is_floating_point:
                     values = values.round()
                 batch[name] = values.to(original.dtype)
-        batch["image"] = (
-            out_image.reshape(b, c, -1, *out_image.shape[-2:]) if temporal else out_image
-        )
+        batch["image"] = unflatten(out_image)
         return batch
+
+
+def _flatten_image(image: Any) -> tuple[torch.Tensor, Any]:
+    """``(B, C', H, W)`` for kornia, and the function that restores ``image``'s structure.
+
+    ``(B, C, T, H, W)`` folds time into channels; a dict ``{modality: (B, C_m, [T,] H, W)}``
+    is concatenated along channels in its key order (one geometry for every modality).
+
+    Raises:
+        ValueError: the modalities of a dict differ in batch size or height and width.
+    """
+    if isinstance(image, Mapping):
+        names = list(image)
+        parts = [_flatten_image(image[m]) for m in names]
+        sizes = {m: (p.shape[0], *p.shape[-2:]) for m, (p, _) in zip(names, parts, strict=True)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(
+                "Augmentation applies one geometry to every modality, so they need the same "
+                f"batch size and height x width; got (B, H, W) {sizes}."
+            )
+        widths = [p.shape[1] for p, _ in parts]
+
+        def unflatten_dict(out: torch.Tensor) -> dict[str, torch.Tensor]:
+            chunks = torch.split(out, widths, dim=1)
+            return {
+                m: restore(chunk) for m, chunk, (_, restore) in zip(names, chunks, parts, strict=True)
+            }
+
+        return torch.cat([p for p, _ in parts], dim=1), unflatten_dict
+    if image.ndim == 5:
+        b, c = image.shape[:2]
+        return image.reshape(b, -1, *image.shape[-2:]), lambda out: out.reshape(
+            b, c, -1, *out.shape[-2:]
+        )
+    return image, lambda out: out

@@ -104,8 +104,9 @@ class Predictor:
     """Preprocess, model and activation: raw tiles to ``(N, K, h, w)`` float32 outputs.
 
     Args:
-        model: Maps preprocessed ``(N, C, h, w)`` / ``(N, C, T, h, w)`` inputs to logits or
-            values (a tensor, a ``ModelOutput`` or a dict with ``"output"``).
+        model: Maps preprocessed ``(N, C, h, w)`` / ``(N, C, T, h, w)`` inputs (multimodal
+            models: a dict ``{modality: (N, C_m, h, w)}``) to logits or values (a tensor, a
+            ``ModelOutput`` or a dict with ``"output"``).
         preprocess: Applied to raw tiles first (a
             :class:`~geofm.models.preprocess.Preprocess`); identity when ``None``.
         kind: ``"probabilities"`` for classes, ``"multilabel"`` for independent classes,
@@ -115,7 +116,7 @@ class Predictor:
     def __init__(
         self,
         model: Callable[..., Any],
-        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
         kind: PredictionKind = "probabilities",
     ):
         if kind not in ("probabilities", "multilabel", "values"):
@@ -125,18 +126,26 @@ class Predictor:
         self.kind: PredictionKind = kind
         self.extra_inputs = model_extra_inputs(model)
 
-    def logits(self, image: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+    def logits(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> torch.Tensor:
         """The model's output for raw ``image``, before the activation.
+
+        ``image`` is a tensor, or for multimodal models a dict ``{modality: (N, C_m, h, w)}``
+        that the preprocessing and the model take as is.
 
         ``(N, K, h, w)`` for pixel-wise models (a ``(N, h, w)`` regression map gains its
         channel axis), ``(N, K)`` for classifiers. Extra inputs the model does not take are
         dropped here, in one place.
         """
-        x = self.preprocess(image) if self.preprocess is not None else image.float()
+        if self.preprocess is not None:
+            x = self.preprocess(image)
+        elif isinstance(image, Mapping):
+            x = {name: value.float() for name, value in image.items()}
+        else:
+            x = image.float()
         inputs = {key: value for key, value in extra.items() if key in self.extra_inputs}
         return _output(self.model(x, **inputs))
 
-    def __call__(self, image: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> torch.Tensor:
         """``(N, K, h, w)`` float32 probabilities or values for raw ``image``."""
         return activate(self.logits(image, **extra), self.kind)
 

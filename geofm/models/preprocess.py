@@ -11,18 +11,23 @@ NaN) through the same :class:`Preprocess`, which the task owns and saves in its 
 
 The band names and file band numbers it was trained on travel with it (``bands``,
 ``band_indexes``), so that predictions can check that the input bands are the same.
+
+Multimodal models (a backbone that declares ``modalities``, such as TerraMind) take ``image``
+as a dict ``{modality: (B, C, H, W)}``; :class:`MultiModalPreprocess` holds one
+:class:`Preprocess` per modality (state-dict keys ``preprocess.<modality>.mean``...), each
+with its own statistics, scale and bands.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Preprocess"]
+__all__ = ["MultiModalPreprocess", "Preprocess", "modality_key"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +209,76 @@ class Preprocess(nn.Module):
         if self.has_statistics:
             x = (x - self.mean.view(shape)) / self.std.view(shape)
         return x
+
+
+def modality_key(name: str) -> str:
+    """A modality name reduced for comparison: TerraMind's user names and internal keys alike.
+
+    Case is ignored, TerraMind's ``untok_`` prefix and ``@<size>`` suffix are dropped, and
+    ``sen2``/``sen1`` read as ``s2``/``s1``: ``S2L2A``, ``s2l2a`` and ``untok_sen2l2a@224``
+    all give ``s2l2a``.
+    """
+    key = name.lower().removeprefix("untok_").split("@", 1)[0]
+    return key.replace("sen2", "s2").replace("sen1", "s1")
+
+
+class MultiModalPreprocess(nn.ModuleDict):
+    """One :class:`Preprocess` per modality, for models that take ``{modality: image}`` dicts.
+
+    The modalities are those the model declares, in its order; its first modality also takes
+    a bare tensor (as TerraMind does), so single-modality datamodules keep working. Data keys
+    are matched to the model's names with :func:`modality_key` (``s2l2a`` finds ``S2L2A``).
+
+    Args:
+        modalities: The model's modality names, in order.
+
+    Shapes: ``{modality: (B, C_m, H, W)}`` (or ``(B, C_m, T, H, W)``) in and out, keys kept;
+    a tensor in, a tensor out.
+    """
+
+    def __init__(self, modalities: Iterable[str]):
+        names = [str(m) for m in modalities]
+        if not names:
+            raise ValueError("MultiModalPreprocess needs at least one modality name.")
+        super().__init__({name: Preprocess() for name in names})
+
+    @property
+    def first(self) -> str:
+        """The model's first modality: the one a bare tensor image is taken as."""
+        return next(iter(self.keys()))
+
+    def resolve(self, name: str) -> str | None:
+        """The model's name for data key ``name``, or ``None`` when the model has no such modality."""
+        if name in self:
+            return name
+        wanted = modality_key(name)
+        return next((m for m in self.keys() if modality_key(m) == wanted), None)
+
+    def modality(self, name: str) -> Preprocess:
+        """The :class:`Preprocess` of modality ``name``.
+
+        Raises:
+            ValueError: the model has no such modality (the message lists those it has).
+        """
+        resolved = self.resolve(name)
+        if resolved is None:
+            raise ValueError(
+                f"The batch has modality '{name}' but the model takes {list(self.keys())}. "
+                "Rename the datamodule's modality (data.init_args.modalities and the keys of "
+                "its *_data_root) or build the backbone with that modality."
+            )
+        return self[resolved]  # type: ignore[return-value]
+
+    def forward(self, image: torch.Tensor | Mapping[str, torch.Tensor]) -> Any:
+        """Model inputs from raw values, modality by modality.
+
+        Args:
+            image: ``{modality: (B, C_m, H, W)}`` raw values, or a tensor taken as the first
+                modality.
+
+        Returns:
+            The same structure, float32, every value finite.
+        """
+        if isinstance(image, torch.Tensor):
+            return self[self.first](image)
+        return {name: self.modality(name)(value) for name, value in image.items()}

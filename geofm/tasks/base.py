@@ -25,6 +25,17 @@ that fixes one, its time axis against the backbone's ``num_frames``, and class t
 band names it was trained on with those the datamodule gives in this stage (its predict bands
 at predict time). A BatchNorm that sees one value per channel in training is reported as
 images too small for the model.
+
+Multimodal models. When the model's backbone declares ``modalities`` (TerraMind), the task's
+preprocessing is a :class:`~geofm.models.preprocess.MultiModalPreprocess` (one
+``Preprocess`` per modality, state-dict keys ``preprocess.<modality>.*``) and ``image`` may be
+a dict ``{modality: (B, C_m, H, W)}``. The model decides, not the datamodule: the
+preprocessing must exist when the task is built, so that a checkpoint's state dict loads
+before any datamodule is seen. Statistics come per modality from the task's ``means``/``stds``
+dicts, else the datamodule's :meth:`preprocess_settings` (``{modality: settings}``; a
+single-modality datamodule's settings go to the model's first modality, which also takes a
+bare tensor image), else the backbone's ``pretrained_stats[modality]``. Tiled inference and
+streaming do not take dict images and say so.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ from torchmetrics import MetricCollection
 from geofm.data.band_selection import band_key
 from geofm.inference.predictor import Predictor, activate, probabilities_to_logits
 from geofm.models.model import ModelOutput
-from geofm.models.preprocess import Preprocess
+from geofm.models.preprocess import MultiModalPreprocess, Preprocess, modality_key
 from geofm.registry import MODEL_FACTORY_REGISTRY
 from geofm.tasks import plotting
 from geofm.tasks.losses import build_loss
@@ -57,6 +68,11 @@ STAGES = ("train", "val", "test")
 
 # Keys of a batch that are inputs or targets; everything else is passed through to predictions.
 _DATA_KEYS = ("image", "mask", "label", "temporal_coords", "location_coords")
+
+_TILED_DICT_MESSAGE = (
+    "tiled_inference does not support multimodal (dict) images (modalities {}): the tiler "
+    "cuts one image tensor. Remove tiled_inference and predict whole chips."
+)
 
 _FREEZE = (
     ("freeze_backbone", "freeze_encoder"),
@@ -75,6 +91,25 @@ def _tiled_forward_function() -> Any:
             f"not provide ({err}). Remove tiled_inference to predict whole images."
         ) from err
     return tiled_forward
+
+
+def model_modalities(model: nn.Module) -> tuple[str, ...] | None:
+    """The modalities a model (or its backbone, ``model.encoder``) declares, when it does."""
+    for owner in (getattr(model, "encoder", None), model):
+        declared = getattr(owner, "modalities", None)
+        if declared:
+            return tuple(str(m) for m in declared)
+    return None
+
+
+def _per_modality(settings: Mapping[str, Any]) -> bool:
+    """Whether datamodule settings are ``{modality: settings}`` rather than one modality's."""
+    return bool(settings) and all(isinstance(v, Mapping) for v in settings.values())
+
+
+def _first_tensor(image: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``image``, or the first modality's tensor of a dict image (for sizes in messages)."""
+    return next(iter(image.values())) if isinstance(image, Mapping) else image
 
 
 def _datamodule_preprocess_settings(datamodule: Any) -> dict[str, Any]:
@@ -204,8 +239,9 @@ class BaseTask(LightningModule, ABC):
         freeze_decoder: Freeze the necks and decoder.
         freeze_head: Freeze the head.
         means: Per-band means (in ``constant_scale``-d units); override the datamodule's
-            ``means`` and the backbone's pretraining statistics.
-        stds: Per-band standard deviations, given with ``means``.
+            ``means`` and the backbone's pretraining statistics. For multimodal models a dict
+            ``{modality: [...]}``.
+        stds: Per-band standard deviations, given with ``means`` (a dict for multimodal models).
         tiled_inference: Keyword arguments of ``geofm.inference.tiled_forward``
             (``{"tile_size": 224, "overlap": 32}``), used in validation, test and predict.
         plot_on_val: Log an image | label | prediction figure of the first sample of the first
@@ -245,8 +281,8 @@ class BaseTask(LightningModule, ABC):
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
         freeze_head: bool = False,
-        means: list[float] | None = None,
-        stds: list[float] | None = None,
+        means: list[float] | dict[str, list[float]] | None = None,
+        stds: list[float] | dict[str, list[float]] | None = None,
         tiled_inference: dict[str, Any] | None = None,
         plot_on_val: int = 0,
         rgb_indices: list[int] | None = None,
@@ -265,17 +301,19 @@ class BaseTask(LightningModule, ABC):
                 f"{{'tile_size': 224, 'overlap': 32}}, got {tiled_inference!r}."
             )
         self.num_classes = self._resolve_num_classes() if self.needs_num_classes else None
-        self.preprocess = Preprocess()
-        if means is not None or stds is not None:
-            self.preprocess.configure(mean=means, std=stds, source="the task's means/stds")
         self._expected_bands: list[tuple[int, str]] | None = None
-        #: Band names the datamodule gives in the current stage (checked against checkpoints).
-        self._input_bands: list[str] | None = None
+        #: Band names the datamodule gives in the current stage (checked against checkpoints);
+        #: by modality for multimodal models.
+        self._input_bands: list[str] | dict[str, list[str] | None] | None = None
         self._missing_inputs_logged: set[str] = set()
         self.rgb_indices = rgb_indices
         self._updated_stages: set[str] = set()
         self._plot_skipped_logged = False
+        self._rgb_modality: str | None = None
+        self._pretrained_logged: set[str] = set()
         self.configure_models(model)
+        # After the model: a backbone that declares modalities gets one Preprocess per modality.
+        self.preprocess = self._build_preprocess(means, stds)
         self.configure_losses(loss if isinstance(loss, nn.Module) else None)
         self.configure_metrics()
         # Holds references, not copies: the one prediction function of every route.
@@ -317,6 +355,38 @@ class BaseTask(LightningModule, ABC):
                         "geofm Model or freeze the parameters yourself."
                     )
                 freeze()
+
+    def _build_preprocess(self, means: Any, stds: Any) -> Preprocess | MultiModalPreprocess:
+        """The task's preprocessing for ``self.model``, with the task's own ``means``/``stds``.
+
+        Raises:
+            ValueError: statistics by modality for a model without modalities, or a flat list
+                for a multimodal one, or a dict naming a modality the model lacks.
+        """
+        modalities = model_modalities(self.model)
+        if modalities is None:
+            preprocess = Preprocess()
+            if isinstance(means, Mapping) or isinstance(stds, Mapping):
+                raise ValueError(
+                    "means/stds are given by modality but the model declares no modalities; give "
+                    "per-band lists, or use a multimodal backbone (e.g. TerraMind)."
+                )
+            if means is not None or stds is not None:
+                preprocess.configure(mean=means, std=stds, source="the task's means/stds")
+            return preprocess
+        multi = MultiModalPreprocess(modalities)
+        if means is None and stds is None:
+            return multi
+        if not isinstance(means, Mapping) or not isinstance(stds, Mapping):
+            raise ValueError(
+                f"The model takes modalities {list(modalities)}: give the task's means and stds "
+                f"as dicts by modality ({{{modalities[0]}: [...]}}), got means={means!r}."
+            )
+        for name in dict.fromkeys([*means, *stds]):
+            multi.modality(name).configure(
+                mean=means.get(name), std=stds.get(name), source=f"the task's means/stds['{name}']"
+            )
+        return multi
 
     def configure_losses(self, loss: nn.Module | None = None) -> None:
         """Set ``self.criterion``, called as ``criterion(prediction, target)``.
@@ -371,8 +441,12 @@ class BaseTask(LightningModule, ABC):
         self.configure_preprocess(datamodule, stage)
         # Plots show the datamodule's RGB bands unless the task names its own.
         self.rgb_indices = self.hparams.rgb_indices or getattr(datamodule, "rgb_indices", None)
+        self._rgb_modality = getattr(datamodule, "rgb_modality", None)
         if self.hparams.tiled_inference:
-            _tiled_forward_function()  # fail now rather than after a training epoch
+            modalities = getattr(datamodule, "modalities", None)
+            if modalities:  # fail now rather than after a training epoch
+                raise NotImplementedError(_TILED_DICT_MESSAGE.format(list(modalities)))
+            _tiled_forward_function()
 
     def configure_preprocess(self, datamodule: Any = None, stage: str | None = None) -> None:
         """Take ``datamodule``'s preprocessing settings, then the backbone's statistics if none.
@@ -383,8 +457,18 @@ class BaseTask(LightningModule, ABC):
                 a checkpoint is checked against are the datamodule's predict bands.
         """
         self._input_bands = None
+        if isinstance(self.preprocess, MultiModalPreprocess):
+            self._configure_multimodal_preprocess(datamodule, stage)
+            self._expected_bands = None
+            return
         if datamodule is not None:
             settings = _datamodule_preprocess_settings(datamodule)
+            if _per_modality(settings):
+                raise ValueError(
+                    f"{type(datamodule).__name__} gives modalities {list(settings)} but the model "
+                    "declares none: use a multimodal backbone (one that declares modalities, e.g. "
+                    "TerraMind) or a single-modality datamodule."
+                )
             self._input_bands = _datamodule_input_bands(datamodule, stage, settings)
             if self.hparams.means is not None:  # the task's own statistics win
                 settings.pop("mean", None)
@@ -395,7 +479,46 @@ class BaseTask(LightningModule, ABC):
             self._use_pretrained_statistics()
         self._expected_bands = None
 
+    def _configure_multimodal_preprocess(self, datamodule: Any, stage: str | None) -> None:
+        """Per-modality settings from ``datamodule``, then the backbone's per-modality stats.
+
+        Raises:
+            ValueError: the datamodule names a modality the model does not take.
+        """
+        preprocess = self.preprocess
+        assert isinstance(preprocess, MultiModalPreprocess)
+        if datamodule is not None:
+            settings = _datamodule_preprocess_settings(datamodule)
+            input_bands = getattr(datamodule, "input_bands", None)
+            if _per_modality(settings):
+                by_modality = {m: dict(v) for m, v in settings.items()}
+                bands = input_bands(stage) if callable(input_bands) else {}
+            else:  # a single-modality datamodule feeds the model's first modality
+                by_modality = {preprocess.first: settings}
+                bands = {preprocess.first: _datamodule_input_bands(datamodule, stage, settings)}
+            own = self.hparams.means if isinstance(self.hparams.means, Mapping) else {}
+            self._input_bands = {}
+            for name, values in by_modality.items():
+                resolved = preprocess.resolve(name)
+                if resolved is None:
+                    raise ValueError(
+                        f"{type(datamodule).__name__} gives modality '{name}' but the model takes "
+                        f"modalities {list(preprocess.keys())}. Rename it in data.init_args "
+                        "(modalities and the keys of *_data_root) or build the backbone with it."
+                    )
+                values = {k: v for k, v in values.items() if v is not None}
+                if resolved in {preprocess.resolve(m) for m in own}:
+                    values.pop("mean", None)  # the task's own statistics win
+                    values.pop("std", None)
+                source = f"{type(datamodule).__name__}.means/stds['{name}']"
+                preprocess[resolved].configure(**values, source=source)
+                self._input_bands[resolved] = bands.get(name)
+        self._use_pretrained_statistics()
+
     def _use_pretrained_statistics(self) -> None:
+        if isinstance(self.preprocess, MultiModalPreprocess):
+            self._use_pretrained_modality_statistics(self.preprocess)
+            return
         encoder = getattr(self.model, "encoder", None)
         stats = getattr(encoder, "pretrained_stats", None)
         if not stats:
@@ -412,9 +535,50 @@ class BaseTask(LightningModule, ABC):
             [round(float(v), 4) for v in stats["std"]],
         )
 
+    def _use_pretrained_modality_statistics(self, preprocess: MultiModalPreprocess) -> None:
+        """``pretrained_stats[modality]`` of the backbone for each modality still without
+        statistics (logged once per modality)."""
+        owner = getattr(self.model, "encoder", None)
+        if getattr(owner, "pretrained_stats", None) is None:
+            owner = self.model
+        stats = getattr(owner, "pretrained_stats", None)
+        if not isinstance(stats, Mapping):
+            return
+        by_key = {modality_key(str(k)): v for k, v in stats.items()}
+        for name, module in preprocess.items():
+            entry = by_key.get(modality_key(name))
+            if module.has_statistics or not entry:
+                continue
+            module.configure(
+                mean=entry["mean"],
+                std=entry["std"],
+                source=f"the backbone's pretraining statistics of '{name}'",
+            )
+            if name not in self._pretrained_logged:
+                self._pretrained_logged.add(name)
+                log.info(
+                    "No means/stds for modality '%s': normalising with %s's pretraining "
+                    "statistics for bands %s (means %s, stds %s). Set data.init_args.means/stds"
+                    "['%s'] to use your own.",
+                    name,
+                    type(owner).__name__,
+                    entry.get("bands"),
+                    [round(float(v), 4) for v in entry["mean"]],
+                    [round(float(v), 4) for v in entry["std"]],
+                    name,
+                )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check the checkpoint's bands against the data's, and complete old checkpoints."""
         state = checkpoint.get("state_dict", {})
+        if isinstance(self.preprocess, MultiModalPreprocess):
+            given = self._input_bands if isinstance(self._input_bands, Mapping) else {}
+            for name in self.preprocess.keys():
+                saved = state.get(f"preprocess.{name}._extra_state")
+                trained = saved.get("bands") if isinstance(saved, Mapping) else None
+                self._check_checkpoint_bands(trained, given.get(name), modality=name)
+            self._expected_bands = None
+            return
         saved = state.get("preprocess._extra_state")
         self._check_checkpoint_bands(saved.get("bands") if isinstance(saved, Mapping) else None)
         # Checkpoints of geofm 0.1 kept the statistics beside the state dict.
@@ -427,7 +591,12 @@ class BaseTask(LightningModule, ABC):
             state.setdefault("preprocess._extra_state", self.preprocess.get_extra_state())
         self._expected_bands = None
 
-    def _check_checkpoint_bands(self, trained: Sequence[str] | None) -> None:
+    def _check_checkpoint_bands(
+        self,
+        trained: Sequence[str] | None,
+        given: Sequence[str] | None = None,
+        modality: str | None = None,
+    ) -> None:
         """Refuse a checkpoint trained on other bands (or another order) than the data gives.
 
         Lightning calls ``on_load_checkpoint`` after ``setup``, so ``self._input_bands`` holds
@@ -435,16 +604,25 @@ class BaseTask(LightningModule, ABC):
         statistics afterwards, which would hide a reordering (same count, other bands).
         Positions where either list has only a file position (``band_<n>``) are not compared.
 
+        Args:
+            trained: The checkpoint's band names.
+            given: The data's band names (default: those of this stage's datamodule).
+            modality: The modality compared, for multimodal models.
+
         Raises:
             ValueError: naming both lists and the setting that fixes it.
         """
-        given = self._input_bands
+        if given is None and modality is None:
+            given = self._input_bands  # type: ignore[assignment]
         if not trained or not given or _same_bands(trained, given):
             return
+        what = f"bands of modality '{modality}'" if modality is not None else "bands"
+        key = f"['{modality}']" if modality is not None else ""
         raise ValueError(
-            f"The checkpoint was trained on bands {list(trained)} (in this order) but the data "
-            f"gives {given}. Set data.init_args.predict_output_bands (or output_bands) to the "
-            f"trained order {list(trained)}, so that each band reaches the weights that learnt it."
+            f"The checkpoint was trained on {what} {list(trained)} (in this order) but the data "
+            f"gives {list(given)}. Set data.init_args.predict_output_bands{key} (or "
+            f"output_bands{key}) to the trained order {list(trained)}, so that each band reaches "
+            "the weights that learnt it."
         )
 
     def _expected_band_counts(self) -> list[tuple[int, str]]:
@@ -468,9 +646,12 @@ class BaseTask(LightningModule, ABC):
                         "model_args.backbone_in_chans to the batch's band count)",
                     )
                 )
-        if self.preprocess.has_statistics:
-            count = self.preprocess.mean.numel()
-            expected.append((count, f"{self.preprocess.source} has {count} values per band list"))
+        preprocess = self.preprocess
+        if isinstance(preprocess, MultiModalPreprocess):  # a bare tensor is the first modality
+            preprocess = preprocess[preprocess.first]
+        if preprocess.has_statistics:
+            count = preprocess.mean.numel()
+            expected.append((count, f"{preprocess.source} has {count} values per band list"))
         return expected
 
     def _check_batch(self, batch: Mapping[str, Any]) -> None:
@@ -483,6 +664,9 @@ class BaseTask(LightningModule, ABC):
                 + "."
             )
         image = batch["image"]
+        if isinstance(image, Mapping):
+            self._check_modalities(image)
+            return
         if self._expected_bands is None:
             self._expected_bands = self._expected_band_counts()
         bands = image.shape[1]
@@ -492,6 +676,38 @@ class BaseTask(LightningModule, ABC):
                     f"{what} but the batch has {bands} bands (image shape {tuple(image.shape)})."
                 )
         self._check_frames(image)
+
+    def _check_modalities(self, image: Mapping[str, torch.Tensor]) -> None:
+        """A dict image: modalities the model takes, each with its preprocessing's band count.
+
+        Raises:
+            ValueError: the model declares no modalities, a modality is unknown (naming the
+                model's), or a modality's band count differs from its statistics or bands.
+        """
+        preprocess = self.preprocess
+        if not isinstance(preprocess, MultiModalPreprocess):
+            raise ValueError(
+                f"The batch's image is a dict of modalities {list(image)} but the model declares "
+                "no modalities: use a multimodal backbone (one with `modalities`, e.g. TerraMind) "
+                "or a single-modality datamodule."
+            )
+        if not image:
+            raise ValueError("The batch's image is an empty dict: no modality to predict from.")
+        for name, value in image.items():
+            module = preprocess.modality(name)  # names the model's modalities when unknown
+            expected = module.num_bands
+            if expected is not None and value.shape[1] != expected:
+                what = (
+                    f"{module.source} has {expected} values per band list"
+                    if module.has_statistics
+                    else f"its trained bands are {module.bands}"
+                )
+                raise ValueError(
+                    f"Modality '{name}': {what} but the batch has {value.shape[1]} bands (shape "
+                    f"{tuple(value.shape)}). Select the modality's bands with "
+                    f"data.init_args.output_bands['{name}'] or give means/stds for them."
+                )
+            self._check_frames(value)
 
     def _check_frames(self, image: torch.Tensor) -> None:
         """A time axis as long as the backbone's ``num_frames`` (Prithvi), with the settings
@@ -520,8 +736,9 @@ class BaseTask(LightningModule, ABC):
             )
 
     # ------------------------------------------------------------------ forward
-    def forward(self, image: torch.Tensor, **kwargs: Any) -> ModelOutput:
-        """The model's output for a raw ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
+    def forward(self, image: torch.Tensor | Mapping[str, torch.Tensor], **kwargs: Any) -> ModelOutput:
+        """The model's output for a raw ``image`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``, or for
+        multimodal models a dict ``{modality: (B, C_m, H, W)}``.
 
         The image goes through the task's preprocessing first; ``kwargs`` are the model's
         extra inputs (``temporal_coords``, ``location_coords``).
@@ -556,6 +773,8 @@ class BaseTask(LightningModule, ABC):
         if not options:
             logits = self.predictor.logits(image, **inputs)
             probabilities = activate(logits, self.predictor.kind)
+        elif isinstance(image, Mapping):
+            raise NotImplementedError(_TILED_DICT_MESSAGE.format(list(image)))
         else:
             tiled_forward = _tiled_forward_function()
             probabilities = tiled_forward(self.predictor, image, extra=inputs, **options)
@@ -585,6 +804,7 @@ class BaseTask(LightningModule, ABC):
         except ValueError as err:
             if "Expected more than 1 value per channel when training" not in str(err):
                 raise
+            image = _first_tensor(image)
             height, width = image.shape[-2:]
             raise ValueError(
                 f"The images are too small for the model: a batch of {image.shape[0]} image(s) "
@@ -654,7 +874,7 @@ class BaseTask(LightningModule, ABC):
             on_epoch=True,
             prog_bar=True,
             sync_dist=True,
-            batch_size=batch["image"].shape[0],
+            batch_size=_first_tensor(batch["image"]).shape[0],
         )
         preds, truth = self.metric_inputs(prediction.detach(), target)
         if preds.numel():
@@ -715,8 +935,11 @@ class BaseTask(LightningModule, ABC):
         if not plotting.matplotlib_available():
             return
         target = self.target(batch)
+        image = batch["image"]
+        if isinstance(image, Mapping):  # plot the datamodule's rgb_modality (else the first)
+            image = image.get(self._rgb_modality) if self._rgb_modality in image else _first_tensor(image)
         figure = plotting.plot_sample(
-            batch["image"][0],
+            image[0],
             target[0],
             self.decode(prediction.detach())[0],
             mode=self.plot_mode,

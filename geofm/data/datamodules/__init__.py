@@ -2,6 +2,7 @@
 
 from geofm.data.datamodules.base import GeoTiffDataModule
 from geofm.data.datamodules.classification import GenericNonGeoClassificationDataModule
+from geofm.data.datamodules.multimodal import GenericMultiModalDataModule
 from geofm.data.datamodules.pixel_wise import GenericPixelWiseDataModule
 from geofm.data.datamodules.regression import GenericNonGeoPixelwiseRegressionDataModule
 from geofm.data.datamodules.segmentation import GenericNonGeoSegmentationDataModule
@@ -12,4 +13,5 @@ __all__ = [
     "GenericNonGeoSegmentationDataModule",
     "GenericNonGeoPixelwiseRegressionDataModule",
     "GenericNonGeoClassificationDataModule",
+    "GenericMultiModalDataModule",
 ]

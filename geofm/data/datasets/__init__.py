@@ -2,6 +2,11 @@
 
 from geofm.data.datasets.base import GeoTiffDataset
 from geofm.data.datasets.classification import GenericNonGeoClassificationDataset, find_classes
+from geofm.data.datasets.multimodal import (
+    GenericMultimodalDataset,
+    GenericMultimodalPixelwiseRegressionDataset,
+    GenericMultimodalSegmentationDataset,
+)
 from geofm.data.datasets.pixel_wise import (
     GenericNonGeoPixelwiseRegressionDataset,
     GenericNonGeoSegmentationDataset,
@@ -14,5 +19,8 @@ __all__ = [
     "GenericNonGeoSegmentationDataset",
     "GenericNonGeoPixelwiseRegressionDataset",
     "GenericNonGeoClassificationDataset",
+    "GenericMultimodalDataset",
+    "GenericMultimodalSegmentationDataset",
+    "GenericMultimodalPixelwiseRegressionDataset",
     "find_classes",
 ]

@@ -41,6 +41,7 @@ _LAZY: dict[str, str] = {
     "GenericNonGeoSegmentationDataModule": "geofm.data.datamodules",
     "GenericNonGeoPixelwiseRegressionDataModule": "geofm.data.datamodules",
     "GenericNonGeoClassificationDataModule": "geofm.data.datamodules",
+    "GenericMultiModalDataModule": "geofm.data.datamodules",
     "compute_statistics": "geofm.data.statistics",
     "predict_scenes": "geofm.inference.streaming",
 }

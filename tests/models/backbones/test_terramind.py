@@ -455,3 +455,14 @@ def test_segmentation_model_on_a_dict() -> None:
             raise
         pytest.skip("PixelWiseModel does not take dict inputs yet (multimodal data path)")
     assert output.shape == (2, 3, 64, 64)
+
+
+def test_example_config_parses_and_builds_terramind() -> None:
+    from geofm.cli_lightning import run_lightning_cli
+
+    path = REPO / "examples" / "terramind_upernet_segmentation.yaml"
+    cli = run_lightning_cli(["-c", str(path), "--trainer.logger", "false"], run=False)
+    encoder = cli.model.model.encoder
+    assert isinstance(encoder, terramind.TerraMindEncoder)
+    assert encoder.variant.name == "terramind_v1_base" and encoder.modalities == ("S2L2A",)
+    assert encoder.pretrained_stats["S2L2A"]["mean"] == cli.datamodule.means

@@ -252,7 +252,7 @@ def sincos_2d_pos_emb(grid: int | tuple[int, int], dim: int) -> torch.Tensor:
         ``(1, rows * columns, D)`` in float32.
     """
     if dim % 4:
-        raise ValueError(f"The 2-D sin-cos position code needs a token size divisible by 4, got {dim}.")
+        raise ValueError(f"The 2-D sin-cos code needs a token size divisible by 4, got {dim}.")
     rows, cols = (grid, grid) if isinstance(grid, int) else grid
     q = dim // 4
     omega = 1.0 / (10000.0 ** (torch.arange(q, dtype=torch.float32) / q))
@@ -314,7 +314,8 @@ class _Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).unbind(2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D / heads)
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -490,7 +491,7 @@ class TerraMindEncoder(nn.Module):
             key for _, key, channels in entries if key not in MODALITIES
         )
         self.encoder_embeddings = nn.ModuleDict(
-            {key: ImageEmbedding(channels, self.embed_dim, img_size) for _, key, channels in entries}
+            {key: ImageEmbedding(n, self.embed_dim, img_size) for _, key, n in entries}
         )
         if merge_method == "concat":
             self.missing_mod_token = nn.Parameter(torch.zeros(self.embed_dim))
@@ -528,7 +529,9 @@ class TerraMindEncoder(nn.Module):
         key = modality_key(name)
         return key if key in self.encoder_embeddings else None
 
-    def _inputs(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    def _inputs(
+        self, x: torch.Tensor | Mapping[str, torch.Tensor]
+    ) -> list[tuple[str, torch.Tensor]]:
         """``(file key, image)`` of each known input, in input order; unknown keys warned."""
         if isinstance(x, torch.Tensor):
             return [(self.keys[0], x)]
@@ -775,7 +778,9 @@ def _select_bands(
         return names
     old = embedding.proj.weight  # (D, 256 * C), channel fastest
     dim = old.shape[0]
-    proj = nn.Linear(len(names) * PATCH_SIZE**2, dim, bias=False, device=old.device, dtype=old.dtype)
+    proj = nn.Linear(
+        len(names) * PATCH_SIZE**2, dim, bias=False, device=old.device, dtype=old.dtype
+    )
     copied, fresh = [], []
     with torch.no_grad():
         source = old.reshape(dim, PATCH_SIZE**2, len(info.bands))
@@ -847,7 +852,9 @@ def build_terramind(
     """
     if isinstance(variant, str):
         if variant not in VARIANTS:
-            raise ValueError(f"Unknown TerraMind variant {variant!r}; choose from {list(VARIANTS)}.")
+            raise ValueError(
+                f"Unknown TerraMind variant {variant!r}; choose from {list(VARIANTS)}."
+            )
         variant = VARIANTS[variant]
     if bands is not None and not isinstance(bands, Mapping):
         raise ValueError(

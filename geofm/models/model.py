@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,24 +44,33 @@ class AuxiliaryHead:
     decoder_args: dict[str, Any] | None = None
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def pad_to_multiple(
+    x: torch.Tensor | Mapping[str, torch.Tensor], multiple: int
+) -> tuple[Any, tuple[int, int], tuple[int, int]]:
     """Pad the last two dims of ``x`` (reflect) up to a multiple of ``multiple``.
 
     Args:
-        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``.
+        x: ``(B, C, H, W)`` or ``(B, C, T, H, W)``, or a dict of them by modality (multimodal
+            inputs share one grid; each is padded alike).
 
     Returns:
-        The padded tensor and the original ``(H, W)``.
+        The padded input, the original ``(H, W)`` and the padded ``(H, W)``.
     """
+    if isinstance(x, Mapping):
+        padded = {key: pad_to_multiple(value, multiple) for key, value in x.items()}
+        if not padded:
+            raise ValueError("The model got an empty dict of inputs.")
+        first = next(iter(padded.values()))
+        return {key: value[0] for key, value in padded.items()}, first[1], first[2]
     height, width = x.shape[-2:]
     pad_h = -height % multiple
     pad_w = -width % multiple
     if multiple <= 1 or not (pad_h or pad_w):
-        return x, (height, width)
+        return x, (height, width), (height, width)
     # Reflect needs the pad to be smaller than the size; tiny inputs fall back to replicate.
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     pad = [0, pad_w, 0, pad_h] + [0, 0] * (x.ndim - 4)
-    return F.pad(x, pad, mode=mode), (height, width)
+    return F.pad(x, pad, mode=mode), (height, width), (height + pad_h, width + pad_w)
 
 
 def run_necks(necks: nn.ModuleList, features: list[torch.Tensor], image_size: tuple[int, int]) -> list[torch.Tensor]:

@@ -72,8 +72,7 @@ class PixelWiseModel(EncoderDecoderModel):
 
         Keyword inputs (``temporal_coords``, ``location_coords``...) go to the backbone.
         """
-        x, size = pad_to_multiple(x, self.pad_multiple)
-        padded = tuple(x.shape[-2:])
+        x, size, padded = pad_to_multiple(x, self.pad_multiple)
         features = run_necks(self.neck, self.encoder(x, **kwargs), padded)
         output = self._finish(self.head(self.decoder(features)), size, padded)
         aux = {name: self._finish(module(features), size, padded) for name, module in self.aux_heads.items()}

@@ -53,8 +53,8 @@ class ScalarOutputModel(EncoderDecoderModel):
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
         """Class logits ``(B, num_classes)`` for ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
-        x, _ = pad_to_multiple(x, self.pad_multiple)
-        features = run_necks(self.neck, self.encoder(x, **kwargs), tuple(x.shape[-2:]))
+        x, _, padded = pad_to_multiple(x, self.pad_multiple)
+        features = run_necks(self.neck, self.encoder(x, **kwargs), padded)
         output = pool_spatial(self.head(self.decoder(features)))
         aux = {name: module(features) for name, module in self.aux_heads.items()}
         return ModelOutput(output=output, auxiliary_heads=aux)

@@ -632,7 +632,7 @@ class BaseTask(LightningModule, ABC):
         if args.get("backbone_in_chans") is not None:
             count = int(args["backbone_in_chans"])
             expected.append((count, f"model_args.backbone_in_chans={count}"))
-        elif args.get("backbone_bands") is not None:
+        elif isinstance(args.get("backbone_bands"), (list, tuple)):  # a dict: per modality
             count = len(args["backbone_bands"])
             expected.append((count, f"model_args.backbone_bands lists {count} bands"))
         else:

@@ -321,6 +321,21 @@ class PrithviViT(nn.Module):
         for block in self.blocks:
             block.attn.fused_attn = bool(value)
 
+    @property
+    def image_necks(self) -> tuple[dict[str, Any], ...]:
+        """Necks that turn the tokens into maps ``(B, Tg * D, Hg, Wg)``, class token dropped.
+
+        The factory inserts them when a config gives no necks, as TerraTorch's models apply
+        Prithvi's ``prepare_features_for_image_model`` then.
+        """
+        return (
+            {
+                "name": "ReshapeTokensToImage",
+                "remove_cls_token": True,
+                "effective_time_dim": self.grid_size[0],
+            },
+        )
+
     # -------------------------------------------------------------------------- forward
     def _as_frames(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:

@@ -320,3 +320,59 @@ def test_training_step_reduces_loss(factory):
         optim.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+# ---------------------------------------------------------------- necks inserted for token backbones
+def test_token_backbone_without_necks_gets_its_reshape(factory, caplog):
+    caplog.set_level("INFO", logger="geofm.models.factories.encoder_decoder")
+    model = factory.build_model(
+        "segmentation", "prithvi_eo_tiny", "UperNetDecoder", num_classes=3, decoder_channels=16
+    ).eval()
+    assert [type(n).__name__ for n in model.neck] == ["ReshapeTokensToImage"]
+    assert model.neck[0].remove_cls_token and model.neck[0].effective_time_dim == 1
+    lines = [r.getMessage() for r in caplog.records if "inserted" in r.getMessage()]
+    assert len(lines) == 1 and "ReshapeTokensToImage" in lines[0] and "PrithviViT" in lines[0]
+    assert model(torch.randn(1, 6, 64, 96)).output.shape == (1, 3, 64, 96)
+
+
+def test_inserted_reshape_follows_the_frames(factory):
+    model = factory.build_model(
+        "segmentation", "prithvi_eo_tiny", "FCNDecoder", num_classes=2,
+        backbone_num_frames=3, backbone_out_indices=[-1],
+    ).eval()
+    assert model.neck[0].effective_time_dim == 3
+    assert model.decoder.out_channels > 0
+    assert model(torch.randn(1, 6, 3, 32, 32)).output.shape == (1, 2, 32, 32)
+
+
+def test_inserted_reshape_matches_the_explicit_neck(factory):
+    torch.manual_seed(0)
+    implicit = factory.build_model("classification", "prithvi_eo_tiny", "IdentityDecoder", num_classes=4)
+    explicit = factory.build_model(
+        "classification", "prithvi_eo_tiny", "IdentityDecoder", num_classes=4,
+        necks=[{"name": "ReshapeTokensToImage"}],
+    )
+    explicit.load_state_dict(implicit.state_dict())
+    x = torch.randn(2, 6, 32, 32)
+    assert torch.equal(implicit.eval()(x).output, explicit.eval()(x).output)
+
+
+def test_given_necks_and_map_backbones_get_nothing_inserted(factory, caplog):
+    caplog.set_level("INFO", logger="geofm.models.factories.encoder_decoder")
+    model = factory.build_model(
+        "classification", "prithvi_eo_tiny", "IdentityDecoder", num_classes=2,
+        necks=[{"name": "AggregateTokens"}],
+    )
+    assert [type(n).__name__ for n in model.neck] == ["AggregateTokens"]
+    assert len(resnet_unet(factory, "segmentation").neck) == 0
+    assert not [r for r in caplog.records if "inserted" in r.getMessage()]
+
+
+def test_dofa_without_necks_gets_its_reshape(factory):
+    pytest.importorskip("torchgeo", reason="DOFA runs on torchgeo's model code (geofm[torchgeo])")
+    model = factory.build_model(
+        "segmentation", "dofa_small_patch16_224", "FCNDecoder", num_classes=2,
+        backbone_model_bands=["RED", "GREEN", "BLUE"], backbone_img_size=64,
+    ).eval()
+    assert [type(n).__name__ for n in model.neck] == ["ReshapeTokensToImage"]
+    assert model(torch.randn(1, 3, 64, 64)).output.shape == (1, 2, 64, 64)

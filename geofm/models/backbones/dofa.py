@@ -261,7 +261,13 @@ class DOFAEncoder(nn.Module):
         wavelengths: As given (micrometres).
         bands: As given (empty when only wavelengths were).
         variant: The :class:`DOFAVariant` built, set by :func:`build_dofa`.
+        image_necks: The necks that turn the tokens into maps (class token dropped); the
+            factory inserts them when a config gives no necks.
     """
+
+    image_necks: tuple[dict[str, Any], ...] = (
+        {"name": "ReshapeTokensToImage", "remove_cls_token": True},
+    )
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ from geofm.models.backbones.pretrained import (
     PretrainedConfig,
     resolve_weights,
 )
+from geofm.models.backbones.prithvi_vit import bands_for_channels, resolve_aliases
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PrithviSwinVariant",
     "VARIANTS",
+    "SWIN_ALIASES",
     "PrithviSwin",
     "prithvi_swin_B",
     "prithvi_swin_L",
@@ -72,6 +74,13 @@ _LAYOUT_HINTS = {
 # mask token) or that the model rebuilds itself (non-persistent buffers).
 _IGNORED_PREFIXES = ("head.", "mask_token")
 _IGNORED_SUFFIXES = ("relative_position_index", "attn_mask")
+# TerraTorch's (and timm's) keyword for a Prithvi Swin argument -> geofm's name for it.
+SWIN_ALIASES: dict[str, str] = {
+    "model_bands": "bands",
+    "in_channels": "in_chans",
+    "drop_path": "drop_path_rate",
+    "pretrained_cfg_overlay": "ckpt_path",
+}
 # SwinTransformer arguments this class decides itself.
 _RESERVED = ("num_classes", "global_pool", "strict_img_size", "dynamic_img_size", "features_only")
 
@@ -321,6 +330,25 @@ def _build(
     if num_frames is not None and num_frames != 1:
         raise ValueError(f"{variant.name} takes one frame, got num_frames={num_frames}.")
     cfg = variant.pretrained_cfg
+    kwargs = dict(kwargs)
+    terratorch_names = {k: kwargs.pop(k) for k in list(kwargs) if k in SWIN_ALIASES}
+    args = resolve_aliases(
+        {
+            "bands": kwargs.pop("bands", None),
+            "in_chans": kwargs.pop("in_chans", None),
+            "drop_path_rate": kwargs.pop("drop_path_rate", None),
+            "ckpt_path": ckpt_path,
+        },
+        terratorch_names,
+        SWIN_ALIASES,
+        variant.name,
+    )
+    ckpt_path = args["ckpt_path"]
+    checkpoint_bands = kwargs.get("pretrained_bands") or (cfg.bands if cfg else PRITHVI_BANDS)
+    kwargs["bands"] = bands_for_channels(
+        args["in_chans"], args["bands"], checkpoint_bands, variant.name
+    )
+    kwargs["drop_path_rate"] = args["drop_path_rate"]
     # Checked before building, as for the ViT: a missing file should cost no initialisation.
     weights = resolve_weights(variant.name, cfg, pretrained, ckpt_path)
     args: dict[str, Any] = {
@@ -361,8 +389,13 @@ def prithvi_swin_B(  # noqa: N802 (the published model name)
             SWIR_2).
         num_frames: Accepted for factories that pass it; only 1 is valid.
         **kwargs: :class:`PrithviSwin` arguments (``img_size``, ``out_indices``,
-            ``drop_path_rate``, ``window_size``, ``pretrained_bands``, ``depths``...);
-            ``None`` values are dropped.
+            ``drop_path_rate``, ``window_size``, ``patch_size``, ``pretrained_bands``,
+            ``depths``, ``in_chans``...), and TerraTorch's names (:data:`SWIN_ALIASES`):
+            ``model_bands`` (``bands``), ``in_channels`` (``in_chans``), ``drop_path``
+            (``drop_path_rate``), ``pretrained_cfg_overlay: {file: path}`` (``ckpt_path``).
+            ``in_chans`` without ``bands`` takes the first pretrained bands (see
+            :func:`~geofm.models.backbones.prithvi_vit.bands_for_channels`). ``None`` values
+            are dropped; an alias that disagrees with its geofm name is an error.
     """
     variant = VARIANTS["prithvi_swin_B"]
     return _build(variant, pretrained, ckpt_path, num_frames, {"bands": bands, **kwargs})

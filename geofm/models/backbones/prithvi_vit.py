@@ -31,9 +31,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,9 @@ __all__ = [
     "PatchEmbed3d",
     "PrithviViT",
     "build_prithvi_vit",
+    "TERRATORCH_ALIASES",
+    "resolve_aliases",
+    "bands_for_channels",
     "prithvi_eo_tiny",
     "prithvi_eo_v1_100",
     "prithvi_eo_v2_tiny_tl",
@@ -321,6 +325,21 @@ class PrithviViT(nn.Module):
         for block in self.blocks:
             block.attn.fused_attn = bool(value)
 
+    @property
+    def image_necks(self) -> tuple[dict[str, Any], ...]:
+        """Necks that turn the tokens into maps ``(B, Tg * D, Hg, Wg)``, class token dropped.
+
+        The factory inserts them when a config gives no necks, as TerraTorch's models apply
+        Prithvi's ``prepare_features_for_image_model`` then.
+        """
+        return (
+            {
+                "name": "ReshapeTokensToImage",
+                "remove_cls_token": True,
+                "effective_time_dim": self.grid_size[0],
+            },
+        )
+
     # -------------------------------------------------------------------------- forward
     def _as_frames(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:
@@ -469,6 +488,143 @@ def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
     return triple  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------------------ aliases
+TERRATORCH_ALIASES: dict[str, str] = {
+    "model_bands": "bands",
+    "in_channels": "in_chans",
+    "drop_path_rate": "drop_path",
+    "pretrained_cfg_overlay": "ckpt_path",
+}
+"""TerraTorch's (and timm's) keyword for a Prithvi ViT argument -> geofm's name for it."""
+
+# Keywords TerraTorch configs give a Prithvi ViT that cannot change it (TerraTorch's ViT
+# swallows them too); accepted with a warning so that those configs run.
+_VIT_NO_EFFECT: dict[str, str] = {
+    "window_size": "a ViT has no attention windows (window_size is a Swin argument)",
+    "pretrain_img_size": "the position embedding is a fixed sin-cos, recomputed for img_size",
+}
+
+
+def _overlay_file(overlay: Any, owner: str) -> str:
+    """The weight file of timm's ``pretrained_cfg_overlay``; other overlay keys are refused."""
+    if not isinstance(overlay, Mapping) or set(overlay) != {"file"}:
+        raise ValueError(
+            f"{owner}: pretrained_cfg_overlay={overlay!r} is supported as {{file: <path>}} only "
+            "(geofm's ckpt_path); for the official weights use pretrained: true, which reads "
+            "the local Hugging Face cache."
+        )
+    return str(overlay["file"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    # A YAML list and a tuple default, or a Path and a str, name the same value.
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return [str(v) for v in a] == [str(v) for v in b]
+    return a == b or str(a) == str(b)
+
+
+def resolve_aliases(
+    given: Mapping[str, Any],
+    aliases_given: Mapping[str, Any],
+    aliases: Mapping[str, str],
+    owner: str,
+    no_effect: Mapping[str, str] | None = None,
+    valid: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Fold TerraTorch's keyword names into geofm's.
+
+    Args:
+        given: geofm arguments as received (``None``: not given).
+        aliases_given: The other keywords received; each must be a key of ``aliases`` or
+            ``no_effect``. ``None`` values are dropped, as for every geofm argument.
+        aliases: Alias -> geofm name (``pretrained_cfg_overlay`` maps its ``file``).
+        owner: The backbone, for messages.
+        no_effect: Keywords accepted with a warning because they cannot change this backbone,
+            with the reason.
+        valid: The owner's own argument names, listed when a keyword is unknown (default the
+            keys of ``given``).
+
+    Returns:
+        ``given`` with the aliased values filled in.
+
+    Raises:
+        TypeError: for a keyword that is neither an alias nor known to have no effect.
+        ValueError: when an alias and its geofm name (or two aliases of it) disagree.
+    """
+    no_effect = no_effect or {}
+    unknown = sorted(set(aliases_given) - set(aliases) - set(no_effect))
+    if unknown:
+        raise TypeError(
+            f"{owner} got unknown arguments {unknown}; valid arguments: "
+            f"{list(valid) if valid is not None else sorted(given)}, and TerraTorch's names "
+            f"{sorted(aliases)}."
+        )
+    resolved = dict(given)
+    source = {name: name for name, value in given.items() if value is not None}
+    for alias, value in aliases_given.items():
+        if value is None:
+            continue
+        if alias in no_effect:
+            log.warning("%s: %s=%r has no effect: %s.", owner, alias, value, no_effect[alias])
+            continue
+        target = aliases[alias]
+        if alias == "pretrained_cfg_overlay":
+            value = _overlay_file(value, owner)
+        current = resolved.get(target)
+        if current is not None and not _same(current, value):
+            raise ValueError(
+                f"{owner}: {alias}={value!r} (TerraTorch's name) and {source[target]}={current!r} "
+                f"disagree; give {target} only."
+            )
+        resolved[target] = value
+        source.setdefault(target, alias)
+    return resolved
+
+
+def bands_for_channels(
+    in_chans: int | None,
+    bands: Sequence[Band] | None,
+    pretrained_bands: Sequence[Band],
+    owner: str,
+) -> Sequence[Band] | None:
+    """The bands an ``in_chans`` (TerraTorch's ``in_channels``) asks for.
+
+    With ``bands`` the two must agree. Without, ``in_chans`` below the number of pretrained
+    bands takes the first ``in_chans`` of them (TerraTorch assumes the pretraining order in the
+    same case), with a warning; more channels than pretrained bands need ``bands``.
+
+    Raises:
+        ValueError: when they disagree, or ``in_chans`` cannot be matched without ``bands``.
+    """
+    if in_chans is None:
+        return bands
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"{owner}: in_chans/in_channels must be a positive int, got {in_chans!r}.")
+    if bands is not None:
+        count = len(resolve_bands(bands, argument="bands"))
+        if count != in_chans:
+            raise ValueError(
+                f"{owner}: in_chans={in_chans} (in_channels in TerraTorch) but bands has "
+                f"{count} entries {list(bands)}; the channels follow bands, so give bands only."
+            )
+        return bands
+    if in_chans == len(pretrained_bands):
+        return None
+    if in_chans > len(pretrained_bands):
+        raise ValueError(
+            f"{owner}: in_chans/in_channels={in_chans} is more than the {len(pretrained_bands)} "
+            f"pretrained bands {list(pretrained_bands)}; name the input bands with bands=[...] "
+            "(integers for bands without a name)."
+        )
+    chosen = list(pretrained_bands)[:in_chans]
+    log.warning(
+        "%s: in_chans/in_channels=%d without bands: taking the first %d pretrained bands %s. "
+        "Pass bands=[...] to say which bands the input has.",
+        owner, in_chans, in_chans, chosen,
+    )
+    return chosen
+
+
 # ------------------------------------------------------------------------------ building
 def build_prithvi_vit(
     variant: str | PrithviVariant,
@@ -483,6 +639,9 @@ def build_prithvi_vit(
     coords_encoding: Sequence[str] | None = None,
     coords_scale_learn: bool | None = None,
     fused_attn: bool | None = None,
+    in_chans: int | None = None,
+    patch_size: int | Sequence[int] | None = None,
+    **terratorch_names: Any,
 ) -> PrithviViT:
     """Build a Prithvi ViT variant, with weights when asked. ``None`` means the default.
 
@@ -504,9 +663,19 @@ def build_prithvi_vit(
         coords_encoding: ``"time"`` / ``"location"`` encodings (default: the variant's).
         coords_scale_learn: Learn the coordinate-encoding scales (default False).
         fused_attn: Use fused attention (default True).
+        in_chans: Number of input channels: checked against ``bands``, or without them the
+            first ``in_chans`` pretrained bands (see :func:`bands_for_channels`).
+        patch_size: Patch side, ``(h, w)`` or ``(t, h, w)``, instead of the variant's (the
+            official weights then no longer fit).
+        **terratorch_names: TerraTorch's names (:data:`TERRATORCH_ALIASES`): ``model_bands``
+            (``bands``), ``in_channels`` (``in_chans``), ``drop_path_rate`` (``drop_path``),
+            ``pretrained_cfg_overlay: {file: path}`` (``ckpt_path``); ``window_size`` and
+            ``pretrain_img_size`` are accepted with a warning (they cannot change a ViT).
 
     Raises:
-        ValueError: for an unknown variant, bad arguments, or weights that do not fit.
+        ValueError: for an unknown variant, bad arguments, an alias that disagrees with its
+            geofm name, or weights that do not fit.
+        TypeError: for an unknown keyword.
         FileNotFoundError: when the weights file is missing.
     """
     if isinstance(variant, str):
@@ -515,6 +684,20 @@ def build_prithvi_vit(
                 f"Unknown Prithvi ViT variant {variant!r}; choose from {list(VARIANTS)}."
             )
         variant = VARIANTS[variant]
+    args = resolve_aliases(
+        {"bands": bands, "in_chans": in_chans, "drop_path": drop_path, "ckpt_path": ckpt_path},
+        terratorch_names,
+        TERRATORCH_ALIASES,
+        variant.name,
+        no_effect=_VIT_NO_EFFECT,
+        valid=_BUILD_ARGS,
+    )
+    bands, in_chans, drop_path, ckpt_path = (
+        args["bands"], args["in_chans"], args["drop_path"], args["ckpt_path"]
+    )
+    if patch_size is not None:
+        # The pretrained config is found by name, so weights and statistics still apply.
+        variant = dataclasses.replace(variant, patch_size=_triple(patch_size))
     cfg = variant.pretrained_cfg
     # A variant outside the table (built by hand) is taken as pretrained on the Prithvi bands.
     official_bands = list(cfg.bands if cfg is not None else PRITHVI_BANDS)
@@ -522,6 +705,7 @@ def build_prithvi_vit(
         pretrained_bands if pretrained_bands is not None else official_bands,
         argument="pretrained_bands",
     )
+    bands = bands_for_channels(in_chans, bands, pretrained_bands, variant.name)
     model_bands = (
         resolve_bands(bands, argument="bands") if bands is not None else list(pretrained_bands)
     )
@@ -551,7 +735,12 @@ def build_prithvi_vit(
     return model
 
 
-_BUILD_ARGS = [p for p in inspect.signature(build_prithvi_vit).parameters if p != "variant"]
+_BUILD_ARGS = [
+    name
+    for name, p in inspect.signature(build_prithvi_vit).parameters.items()
+    if name != "variant" and p.kind is not p.VAR_KEYWORD
+]
+_ACCEPTED = [*_BUILD_ARGS, *TERRATORCH_ALIASES, *_VIT_NO_EFFECT]
 
 
 def _build(
@@ -562,9 +751,12 @@ def _build(
     kwargs: dict[str, Any],
 ) -> PrithviViT:
     """What every registered variant function does: check its keywords, then build."""
-    unknown = sorted(set(kwargs) - set(_BUILD_ARGS))
+    unknown = sorted(set(kwargs) - set(_ACCEPTED))
     if unknown:
-        raise TypeError(f"{name} got unknown arguments {unknown}; valid arguments: {_BUILD_ARGS}.")
+        raise TypeError(
+            f"{name} got unknown arguments {unknown}; valid arguments: {_BUILD_ARGS}, and "
+            f"TerraTorch's names {sorted(TERRATORCH_ALIASES)}."
+        )
     # None values are dropped so that config defaults never override the variant's.
     options = {k: v for k, v in kwargs.items() if v is not None}
     return build_prithvi_vit(

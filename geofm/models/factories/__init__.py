@@ -1,3 +1,4 @@
 """Model factories, registered in ``MODEL_FACTORY_REGISTRY``."""
 
 from geofm.models.factories import encoder_decoder  # noqa: F401  (registers EncoderDecoderFactory)
+from geofm.models.factories import legacy  # noqa: F401  (registers TerraTorch's older factories)

@@ -112,6 +112,10 @@ class EncoderDecoderFactory:
             num_classes: Classes of segmentation and classification outputs.
             necks: ``[{"name": "SelectIndices", "indices": [2, 5, 8, 11]}, ...]``, built from
                 ``NECK_REGISTRY`` in order, each given the channels the previous one produced.
+                When none are given (``None`` or ``[]``) and the backbone declares
+                ``image_necks`` (token backbones: Prithvi ViT, DOFA), those are inserted, as
+                TerraTorch applies the backbone's token-to-image reshape when a config has no
+                necks; an INFO log line names them.
             aux_decoders: Auxiliary heads built on the same necked features.
             rescale: Resize pixel-wise outputs to the input size (default ``True``). Not for
                 classification, whose output is one value per image.
@@ -145,6 +149,8 @@ class EncoderDecoderFactory:
             raise ValueError(f"Task '{task}' needs num_classes.")
 
         encoder = self._build_backbone(backbone, routed["backbone"])
+        if not necks:
+            necks = self._default_necks(encoder)
         neck_modules, channel_list = self._build_necks(necks, list(_channels(encoder, "backbone")))
         decoder_module, head = self._build_decoder_and_head(
             task, decoder, channel_list, num_classes, routed["decoder"], routed["head"]
@@ -173,6 +179,31 @@ class EncoderDecoderFactory:
                 )
             return backbone
         return BACKBONE_REGISTRY.build(backbone, **args)
+
+    @staticmethod
+    def _default_necks(encoder: nn.Module) -> list[dict[str, Any]] | None:
+        """The necks a backbone declares for configs that give none (its ``image_necks``).
+
+        TerraTorch's models call a token backbone's ``prepare_features_for_image_model`` (drop
+        the class token, reshape to ``(B, T * D, Hg, Wg)``) whenever no neck is configured;
+        geofm's token backbones declare the same as neck specs, so the factory needs no
+        per-backbone knowledge and the inserted necks show up in the model like given ones.
+        """
+        declared = getattr(encoder, "image_necks", None)
+        if not declared:
+            return None
+        specs = [dict(spec) for spec in declared]
+        described = ", ".join(
+            f"{spec['name']}({', '.join(f'{k}={v!r}' for k, v in spec.items() if k != 'name')})"
+            for spec in specs
+        )
+        log.info(
+            "No necks given for backbone %s, which returns tokens: inserted %s "
+            "(pass necks to choose others).",
+            type(encoder).__name__,
+            described,
+        )
+        return specs
 
     @staticmethod
     def _build_necks(

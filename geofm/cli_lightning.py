@@ -246,6 +246,8 @@ class GeofmCLI(LightningCLI):
         # fast_dev_run is a smoke test: Lightning suppresses checkpoints, except the last.ckpt
         # that ModelCheckpoint writes when training ends; geofm's default is not even added.
         arrange_checkpoint_callbacks(user_callbacks + callbacks, root / "checkpoints", fast_dev_run)
+        if fast_dev_run and not any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks):
+            config["enable_checkpointing"] = False  # nor Lightning's own default callback
         if config.get("enable_checkpointing", True) is not False and not fast_dev_run and not any(
             isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks
         ):

@@ -17,6 +17,7 @@ too. Unexpected errors keep their traceback and end with the same kind of line (
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
@@ -45,7 +46,8 @@ def import_custom_modules(path: str | Path) -> list[str]:
         raise ValueError("--custom-modules needs a folder or a .py file.")
     path = Path(path).expanduser().resolve()
     if not path.exists():
-        raise FileNotFoundError(f"custom_modules='{path}' does not exist.")
+        # errno and filename: a user error, printed as one line naming the folder.
+        raise FileNotFoundError(errno.ENOENT, "custom_modules (or custom_modules_path) does not exist", str(path))
     parent = str(path.parent)
     if parent not in sys.path:
         sys.path.insert(0, parent)

@@ -47,14 +47,15 @@ def _bases() -> dict[str, Any]:
     import torch
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.cli import LRSchedulerTypeTuple
     from lightning.pytorch.loggers import Logger
 
-    schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     return {
         "model": LightningModule,
         "data": LightningDataModule,
         "optimizer": torch.optim.Optimizer,
-        "lr_scheduler": schedulers,
+        # LightningCLI's types, its own ReduceLROnPlateau first (torch's has the same name).
+        "lr_scheduler": tuple(reversed(LRSchedulerTypeTuple)),
         "trainer.callbacks": Callback,
         "trainer.logger": Logger,
     }

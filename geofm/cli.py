@@ -2,7 +2,12 @@
 
 ``geofm fit|validate|test|predict -c config.yaml`` run Lightning through LightningCLI, so every
 LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``,
-``--print_config``). ``geofm compute-statistics`` and ``geofm registry list`` are geofm's own.
+``--print_config``). ``geofm compute-statistics``, ``geofm check-config`` and ``geofm registry
+list`` are geofm's own.
+
+TerraTorch configs run as they are: while the command runs, ``terratorch.*`` class paths and
+imports are read as geofm's (:mod:`geofm.compat.terratorch`), and ``custom_modules_path`` is
+``custom_modules``.
 
 A user-facing error ends the command with one line, ``geofm: error: <message>``, and exit
 status 2; ``--debug`` (anywhere on the command line) or ``GEOFM_DEBUG=1`` prints its traceback
@@ -12,9 +17,11 @@ too. Unexpected errors keep their traceback and end with the same kind of line (
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +46,8 @@ def import_custom_modules(path: str | Path) -> list[str]:
         raise ValueError("--custom-modules needs a folder or a .py file.")
     path = Path(path).expanduser().resolve()
     if not path.exists():
-        raise FileNotFoundError(f"custom_modules='{path}' does not exist.")
+        # errno and filename: a user error, printed as one line naming the folder.
+        raise FileNotFoundError(errno.ENOENT, "custom_modules (or custom_modules_path) does not exist", str(path))
     parent = str(path.parent)
     if parent not in sys.path:
         sys.path.insert(0, parent)
@@ -63,9 +71,9 @@ def _custom_modules_from_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     args = iter(argv)
     configs: list[str] = []
     for arg in args:
-        if arg in ("--custom-modules", "--custom_modules"):
+        if arg in _CUSTOM_OPTIONS:
             paths.append(next(args, ""))
-        elif arg.startswith(("--custom-modules=", "--custom_modules=")):
+        elif arg.startswith(tuple(f"{option}=" for option in _CUSTOM_OPTIONS)):
             paths.append(arg.split("=", 1)[1])
         else:
             if arg in ("-c", "--config"):
@@ -76,22 +84,44 @@ def _custom_modules_from_argv(argv: list[str]) -> tuple[list[str], list[str]]:
             rest.append(arg)
     for config in configs:
         paths += _custom_modules_key(config)
+    if not paths and os.environ.get("TERRATORCH_CUSTOM_MODULE_PATH"):
+        paths.append(os.environ["TERRATORCH_CUSTOM_MODULE_PATH"])  # TerraTorch's fallback
     return paths, rest
 
 
+_CUSTOM_OPTIONS = ("--custom-modules", "--custom_modules", "--custom-modules-path", "--custom_modules_path")
+
+
 def _custom_modules_key(config: str) -> list[str]:
+    """The ``custom_modules`` (geofm) and ``custom_modules_path`` (TerraTorch) of a config file."""
     import yaml
 
     path = Path(config)
     if not path.is_file():
         return []
-    data = yaml.safe_load(path.read_text()) or {}
-    value = data.get("custom_modules") if isinstance(data, dict) else None
-    if value is None:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return []  # the parser reports the syntax error, with its line
+    if not isinstance(data, dict):
         return []
-    values = value if isinstance(value, list) else [value]
-    # Relative paths are relative to the config file.
-    return [str((path.parent / v).resolve()) if not Path(v).is_absolute() else v for v in values]
+    found = []
+    for key in ("custom_modules", "custom_modules_path"):
+        value = data.get(key)
+        for v in value if isinstance(value, list) else ([] if value is None else [value]):
+            found.append(_relative_to(path, str(v), cwd_first=key == "custom_modules_path"))
+    return found
+
+
+def _relative_to(config: Path, value: str, cwd_first: bool) -> str:
+    """A relative path of a config: beside the config file (geofm's rule), or from the working
+    folder when that exists and the config's folder has none (TerraTorch's rule)."""
+    if Path(value).expanduser().is_absolute():
+        return value
+    beside = (config.parent / value).resolve()
+    if cwd_first and not beside.exists() and Path(value).exists():
+        return str(Path(value).resolve())
+    return str(beside)
 
 
 # ---------------------------------------------------------------------------- geofm's own commands
@@ -147,6 +177,21 @@ def _compute_statistics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from geofm.cli_check import check_config
+
+    for config in args.configs:
+        for path in _custom_modules_key(config):
+            import_custom_modules(path)
+    problems = check_config(args.configs)
+    for problem in problems:
+        sys.stderr.write(f"geofm: error: {problem}\n")
+    if problems:
+        return 2
+    print("ok")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geofm",
@@ -175,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("-o", "--output", help="output file (default: statistics.yaml beside the config)")
     stats.epilog = "Any --data.init_args.NAME VALUE pairs after these override the config."
     stats.set_defaults(func=_compute_statistics)
+
+    check = sub.add_parser(
+        "check-config",
+        help="list every unknown key of fit configs (with its line and the closest name); builds nothing",
+    )
+    check.add_argument("configs", nargs="+", help="YAML config file(s)")
+    check.set_defaults(func=_check_config)
     return parser
 
 
@@ -203,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from geofm.compat.terratorch import terratorch_aliases
+
+    # TerraTorch class paths and `import terratorch...` in custom modules read as geofm's.
+    with terratorch_aliases():
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     custom, argv = _custom_modules_from_argv(argv)
     for path in custom:
         import_custom_modules(path)

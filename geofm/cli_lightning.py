@@ -10,6 +10,12 @@ Defaults a user gets without a word in the config, all under the run directory
   tensorboard is installed (a new version per invocation, so validate never erases fit logs);
 - ``.geofm.lock`` while a fit runs (:mod:`geofm.locks`), so two fits never share the folder.
 
+A config that lists its own ``ModelCheckpoint`` callbacks (TerraTorch's
+``StateDictAwareModelCheckpoint`` included) replaces the default one; they write to the same
+``checkpoints/`` unless they say otherwise, and one of them writes ``last.ckpt``
+(:func:`geofm.callbacks.arrange_checkpoint_callbacks`). ``fast_dev_run`` writes no checkpoint.
+TerraTorch class paths (``terratorch.tasks.X``) are read as geofm's (:mod:`geofm.compat`).
+
 Nothing fails silently: config errors name the key path and the closest valid names
 (:func:`geofm.errors.explain_argument_error`); checkpoints are written atomically and a bad one
 is named (:mod:`geofm.checkpoint_io`); ``last``/``best`` that name no file, ``predict`` without
@@ -38,7 +44,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from geofm.callbacks import arrange_checkpoint_callbacks
 from geofm.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from geofm.compat.terratorch import TerratorchAliasError, is_alias_path, resolve_class_path, terratorch_aliases
 from geofm.errors import CheckpointNotFoundError, ConfigError, explain_argument_error, one_line
 from geofm.locks import RunLock
 
@@ -46,6 +54,7 @@ __all__ = [
     "GeofmCLI",
     "best_checkpoint",
     "compute_statistics_from_config",
+    "fit_parser",
     "import_components",
     "run_lightning_cli",
 ]
@@ -54,7 +63,8 @@ log = logging.getLogger(__name__)
 
 
 def import_components() -> None:
-    """Import tasks and datamodules so that short class names resolve in configs."""
+    """Import tasks, datamodules and callbacks so that short class names resolve in configs."""
+    import geofm.callbacks  # noqa: F401
     import geofm.data.datamodules  # noqa: F401
     import geofm.tasks.classification  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
@@ -101,6 +111,13 @@ class GeofmCLI(LightningCLI):
             help="Folder(s) of user modules imported before the config is parsed.",
         )
         parser.add_argument(
+            "--custom_modules_path",
+            "--custom-modules-path",
+            type=str | None,
+            default=None,
+            help="TerraTorch's name for --custom_modules (one folder).",
+        )
+        parser.add_argument(
             "--allow_untrained",
             "--allow-untrained",
             action="store_true",
@@ -113,6 +130,8 @@ class GeofmCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse ``args`` (geofm always passes its argv, so Lightning's warning about ``args``
         and ``sys.argv`` both being set does not apply); errors name the key path."""
+        if isinstance(args, list):
+            _check_config_files(_config_files(args))
         try:
             if isinstance(args, (dict, Namespace)):
                 self.config = parser.parse_object(args)
@@ -131,6 +150,8 @@ class GeofmCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """Build model, data and trainer; a failed build names the config section it came from."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_optional_dependencies(config)
         try:
             super().instantiate_classes()
         except Exception as exc:
@@ -142,9 +163,8 @@ class GeofmCLI(LightningCLI):
             cause = exc.__cause__
             config = self.config[self.subcommand] if self.subcommand else self.config
             key = "model"
-            for section in ("model", "data"):
-                class_path = str((config.get(section) or {}).get("class_path", "")) or None
-                if class_path and f"class_path='{class_path}'" in text:
+            for section, class_path in _class_paths(config):
+                if f"class_path='{class_path}'" in text:
                     key = f"{section} ({class_path.rsplit('.', 1)[-1]})"
                     break
             detail = one_line(cause) if cause is not None else explain_argument_error(text)
@@ -222,7 +242,13 @@ class GeofmCLI(LightningCLI):
                 loggers.append(TensorBoardLogger(root, name="logs", version=csv_logger.version))
             config["logger"] = loggers
         user_callbacks = list(config.get("callbacks") or [])
-        if config.get("enable_checkpointing", True) is not False and not any(
+        fast_dev_run = bool(config.get("fast_dev_run"))
+        # fast_dev_run is a smoke test: Lightning suppresses checkpoints, except the last.ckpt
+        # that ModelCheckpoint writes when training ends; geofm's default is not even added.
+        arrange_checkpoint_callbacks(user_callbacks + callbacks, root / "checkpoints", fast_dev_run)
+        if fast_dev_run and not any(isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks):
+            config["enable_checkpointing"] = False  # nor Lightning's own default callback
+        if config.get("enable_checkpointing", True) is not False and not fast_dev_run and not any(
             isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks
         ):
             callbacks.append(
@@ -437,6 +463,77 @@ def _class_names() -> list[str]:
     return sorted(names)
 
 
+def _config_files(argv: list[str]) -> list[Path]:
+    """The ``-c``/``--config`` files of a command line."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            files.append(Path(argv[i + 1]))
+        elif arg.startswith("--config="):
+            files.append(Path(arg.split("=", 1)[1]))
+    return [f for f in files if f.is_file()]
+
+
+def _walk_class_paths(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    """``(key path, class_path)`` of every ``class_path`` in a config (dicts, lists, Namespaces)."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        class_path = value.get("class_path")
+        if isinstance(class_path, str):
+            yield key, class_path
+        for name, item in value.items():
+            yield from _walk_class_paths(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk_class_paths(item, f"{key}[{i}]")
+
+
+def _class_paths(config: Any) -> list[tuple[str, str]]:
+    """Sections with a class, the model and data first (as failed builds are named)."""
+    found = list(_walk_class_paths(config, ""))
+    return sorted(found, key=lambda kv: (kv[0].split(".")[0] not in ("model", "data"), kv[0]))
+
+
+def _check_config_files(files: list[Path]) -> None:
+    """TerraTorch class paths that geofm lacks fail here, before jsonargparse's error dump."""
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text())
+        except yaml.YAMLError:
+            return  # jsonargparse reports the file's syntax error
+        for key, class_path in _walk_class_paths(data, ""):
+            if is_alias_path(class_path):
+                try:
+                    resolve_class_path(class_path)
+                except TerratorchAliasError as exc:
+                    raise ConfigError(f"{key}.class_path: {exc}") from exc
+
+
+# class name -> the optional package it needs (Lightning raises a bare ModuleNotFoundError).
+_OPTIONAL: dict[str, str] = {
+    "RichProgressBar": "rich",
+    "RichModelSummary": "rich",
+    "WandbLogger": "wandb",
+    "MLFlowLogger": "mlflow",
+    "CometLogger": "comet_ml",
+    "NeptuneLogger": "neptune",
+}
+
+
+def _check_optional_dependencies(config: Any) -> None:
+    """A callback or logger whose package is missing: name the key and the pip command."""
+    trainer = config.get("trainer") if isinstance(config, Namespace) else None
+    for key, class_path in _walk_class_paths(trainer, "trainer") if trainer is not None else ():
+        name = class_path.rsplit(".", 1)[-1]
+        package = _OPTIONAL.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"{key}: {name} needs the '{package}' package, which is not installed: "
+                f"pip install {package} (or remove {name} from the config)."
+            )
+
+
 def best_checkpoint(folder: str | Path) -> Path:
     """The newest ``best-*.ckpt`` that the default checkpoint callback wrote in ``folder``."""
     best = sorted(Path(folder).glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -479,21 +576,47 @@ def run_lightning_cli(argv: list[str], run: bool = True) -> GeofmCLI:
     datamodule are built, nothing runs (used to check configs).
     """
     import_components()
+    with terratorch_aliases():
+        return GeofmCLI(args=argv, run=run, **_cli_kwargs())
+
+
+def _cli_kwargs() -> dict[str, Any]:
     # Errors raise (and geofm.cli prints one line) instead of jsonargparse's usage dump + exit.
     quiet = {"exit_on_error": False}
-    return GeofmCLI(
-        model_class=LightningModule,
-        datamodule_class=LightningDataModule,
-        trainer_class=GeofmTrainer,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_callback=SaveConfigBesideCheckpoints,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={**quiet, **{command: dict(quiet) for command in ("fit", "validate", "test", "predict")}},
-        args=argv,
-        run=run,
-    )
+    return {
+        "model_class": LightningModule,
+        "datamodule_class": LightningDataModule,
+        "trainer_class": GeofmTrainer,
+        "subclass_mode_model": True,
+        "subclass_mode_data": True,
+        "seed_everything_default": 0,
+        "save_config_callback": SaveConfigBesideCheckpoints,
+        "save_config_kwargs": {"overwrite": True},
+        "parser_kwargs": {**quiet, **{command: dict(quiet) for command in ("fit", "validate", "test", "predict")}},
+    }
+
+
+class _ParserReady(Exception):
+    """Carries the parser out of LightningCLI's constructor, which would go on to parse."""
+
+    def __init__(self, parser: LightningArgumentParser) -> None:
+        super().__init__("parser ready")
+        self.parser = parser
+
+
+class _ParserOnlyCLI(GeofmCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        raise _ParserReady(self._subcommand_parsers["fit"])
+
+
+def fit_parser() -> LightningArgumentParser:
+    """The parser of ``geofm fit`` (every key a fit config may hold), nothing parsed or built."""
+    import_components()
+    try:
+        _ParserOnlyCLI(args=[], run=True, **_cli_kwargs())
+    except _ParserReady as ready:
+        return ready.parser
+    raise RuntimeError("LightningCLI did not reach parse_arguments")  # pragma: no cover
 
 
 def compute_statistics_from_config(

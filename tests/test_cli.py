@@ -462,3 +462,20 @@ def test_batch_limits_are_counts_when_integers(tmp_path, folders):
     ])
     assert cli.trainer.num_training_batches == 1  # 4 samples in batches of 2 would give 2
     assert cli.trainer.limit_val_batches == 0.5 and cli.trainer.num_val_batches == [1]
+
+
+# ---------------------------------------------------------------------------- TerraTorch configs (issue 13)
+def test_fast_dev_run_writes_no_checkpoint(tmp_path, folders):
+    """A smoke test must not leave a last.ckpt (GBs for a large backbone), nor add the default
+    checkpoint callback; a configured ModelCheckpoint asking for last.ckpt writes none either."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    config = write_config(tmp_path, folders)
+    cli = run_lightning_cli(["fit", "-c", str(config), "--trainer.fast_dev_run", "true"])
+    assert not any(isinstance(cb, ModelCheckpoint) for cb in cli.trainer.callbacks)
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+    run_lightning_cli([
+        "fit", "-c", str(config), "--trainer.fast_dev_run", "true",
+        "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.save_last", "true",
+    ])
+    assert not list((tmp_path / "run").rglob("*.ckpt"))

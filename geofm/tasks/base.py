@@ -361,7 +361,7 @@ class BaseTask(LightningModule, ABC):
 
         Raises:
             ValueError: statistics by modality for a model without modalities, or a flat list
-                for a multimodal one, or a dict naming a modality the model lacks.
+                for a model of several modalities, or a dict naming a modality the model lacks.
         """
         modalities = model_modalities(self.model)
         if modalities is None:
@@ -377,6 +377,8 @@ class BaseTask(LightningModule, ABC):
         multi = MultiModalPreprocess(modalities)
         if means is None and stds is None:
             return multi
+        if len(modalities) == 1 and not isinstance(means, Mapping) and not isinstance(stds, Mapping):
+            means, stds = {modalities[0]: means}, {modalities[0]: stds}  # one modality: plain lists
         if not isinstance(means, Mapping) or not isinstance(stds, Mapping):
             raise ValueError(
                 f"The model takes modalities {list(modalities)}: give the task's means and stds "

@@ -18,6 +18,8 @@ CATALOG = backbone_catalog()
 
 
 def _channels(entry: BackboneInfo) -> int:
+    if entry.family == "TerraMind":
+        return 12  # its default modality, S2L2A, as a bare tensor
     return 3 if entry.family == "DOFA" else len(entry.bands.split(", "))
 
 
@@ -27,7 +29,8 @@ def _build_args(entry: BackboneInfo) -> dict:
 
 def test_catalog_covers_every_family():
     families = {e.family for e in CATALOG}
-    assert {"Prithvi-EO ViT", "Prithvi Swin", "DOFA", "TorchGeo ResNet", "TorchGeo ViT", "TorchGeo Swin V2"} <= families
+    assert {"Prithvi-EO ViT", "Prithvi Swin", "DOFA", "TerraMind", "TorchGeo ResNet", "TorchGeo ViT",
+            "TorchGeo Swin V2"} <= families
     names = {e.name for e in CATALOG}
     for name in ("ssl4eos12_resnet50_sentinel2_all_moco", "ssl4eos12_vit_small_patch16_224_sentinel2_all_dino",
                  "satlas_swin_t_sentinel2_si_ms", "seco_resnet18_sentinel2_rgb_seco", "prithvi_eo_v2_300_tl"):
@@ -48,6 +51,8 @@ def test_every_backbone_keeps_the_contract(entry):
         assert count in (feature.shape[1], feature.shape[-1]), (tuple(feature.shape), count)
     assert isinstance(getattr(backbone, "extra_inputs", None), tuple)
     stats = getattr(backbone, "pretrained_stats", None)
+    if entry.family == "TerraMind":  # per modality
+        stats = stats["S2L2A"]
     assert stats is None or len(stats["mean"]) == _channels(entry) == len(stats["std"])
 
 
@@ -57,6 +62,11 @@ FAMILIES = {
     "prithvi": ("prithvi_eo_tiny", 6, 64, {"backbone_out_indices": [0, 1, 2, 3]}, _PYRAMID),
     "dofa": ("dofa_small_patch16_224", 3, 64,
              {"backbone_model_bands": ["BLUE", "GREEN", "RED"], "backbone_out_indices": [2, 5, 8, 11]}, _PYRAMID),
+    "terramind": ("terramind_v1_tiny", 12, 64, {}, [
+        {"name": "SelectIndices", "indices": [2, 5, 8, 11]},
+        {"name": "ReshapeTokensToImage", "remove_cls_token": False},  # TerraMind has none
+        {"name": "LearnedInterpolateToPyramidal"},
+    ]),
     "torchgeo_resnet": ("seco_resnet18_sentinel2_rgb_seco", 3, 64, {"backbone_out_indices": [1, 2, 3, 4]}, []),
     "torchgeo_swin": ("satlas_swin_t_sentinel2_si_ms", 9, 64, {"backbone_out_indices": [1, 3, 5, 7]},
                       [{"name": "PermuteDims", "new_order": [0, 3, 1, 2]}]),

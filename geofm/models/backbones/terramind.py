@@ -44,9 +44,10 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,9 @@ from geofm.models.backbones.checkpoints import (
 )
 from geofm.models.backbones.pretrained import PretrainedConfig, resolve_weights
 from geofm.registry import GEOFM_BACKBONE_REGISTRY
+
+if TYPE_CHECKING:
+    from geofm.models.catalog import BackboneInfo
 
 __all__ = [
     "TerraMindModality",
@@ -975,3 +979,10 @@ def terramind_v1_large(
     Args: see :func:`build_terramind`.
     """
     return _build("terramind_v1_large", pretrained, ckpt_path, bands, kwargs)
+
+
+def describe(name: str) -> BackboneInfo:
+    """The catalog entry of a TerraMind v1 encoder (see :mod:`geofm.models.catalog`)."""
+    entry = TERRAMIND_PRETRAINED_CONFIGS[name].info(name, "TerraMind", "TerraMesh, any-to-any")
+    modalities = ", ".join(f"{m.name} ({len(m.bands)})" for m in MODALITIES.values())
+    return dataclasses.replace(entry, bands=f"modalities {modalities}")

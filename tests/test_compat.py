@@ -182,7 +182,6 @@ def test_rich_progress_bar_without_rich_names_the_fix(tmp_path, folders, capsys,
     )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="rich is not installed")
 def test_rich_progress_bar(tmp_path, folders):  # noqa: F811
     config = write_config(tmp_path, folders)
     assert geofm(["fit", "-c", str(config), "--trainer.callbacks+=RichProgressBar", "--trainer.fast_dev_run", "true",

@@ -223,3 +223,43 @@ def test_short_name_resolves():
     from geofm.data.datamodules import GenericMultiModalDataModule as FromPackage
 
     assert geofm.data.GenericMultiModalDataModule is GenericMultiModalDataModule is FromPackage
+
+
+def test_terramind_fits_and_predicts_on_two_modalities(tmp_path: Path):
+    """End to end: dict batches from the folders reach TerraMind through one Preprocess per
+    modality; a training step changes both modalities' patch embeddings; prediction maps cover
+    the chip."""
+    import lightning.pytorch as pl
+
+    from geofm.tasks import SemanticSegmentationTask
+
+    folder = make_multimodal_folder(tmp_path / "chips", size=64)  # 4x4 tokens of 16 pixels
+    torch.manual_seed(0)
+    means = {"S2L2A": [1000.0] * S2_BANDS, "S1GRD": [-18.0, -18.0]}
+    stds = {"S2L2A": [500.0] * S2_BANDS, "S1GRD": [2.0, 2.0]}
+    dm = datamodule(folder, means=means, stds=stds, predict_data_root=folder.roots)
+    task = SemanticSegmentationTask(
+        model_args=dict(
+            backbone="terramind_v1_tiny", backbone_modalities=["S2L2A", "S1GRD"], decoder="UperNetDecoder",
+            decoder_channels=16, num_classes=3,
+            necks=[{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
+                   {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+                   {"name": "LearnedInterpolateToPyramidal"}],
+        ),
+        lr=1e-2,
+    )
+    embeddings = {name: p.detach().clone() for name, p in task.model.encoder.named_parameters() if ".proj." in name}
+    assert any("sen1grd" in name for name in embeddings) and any("sen2l2a" in name for name in embeddings)
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=dm)
+    moved = {name for name, p in task.model.encoder.named_parameters()
+             if name in embeddings and not torch.equal(p.detach(), embeddings[name])}
+    assert any("sen1grd" in name for name in moved) and any("sen2l2a" in name for name in moved)
+    # The task took the datamodule's statistics per modality.
+    torch.testing.assert_close(task.preprocess["S1GRD"].mean.flatten(), torch.tensor([-18.0, -18.0]))
+
+    predictions = trainer.predict(task, datamodule=dm)
+    maps = torch.cat([p["prediction"] for p in predictions])
+    assert maps.shape == (len(NAMES), 64, 64)
+    assert set(maps.unique().tolist()) <= {0, 1, 2}

@@ -145,6 +145,12 @@ def _lookup(alias_module: str, name: str) -> tuple[Any, str]:
 def _missing_message(path: str, name: str, searched: Sequence[str]) -> str:
     if name in _REPLACEMENTS:
         return f"{path}: geofm has no {name}; use {_REPLACEMENTS[name]}."
+    for target in searched:
+        # A geofm package may explain names it leaves out on purpose (GEO-Bench datamodules).
+        explain = getattr(_import(target), "unsupported_message", None)
+        reason = explain(name) if callable(explain) else None
+        if reason:
+            return f"{path}: {reason}"
     candidates: dict[str, str] = {}
     for target in [*searched, *(t for ts in _MODULES.values() for t in ts)]:
         module = _import(target)

@@ -1,8 +1,8 @@
 """TerraTorch-style configs run with only the class-path prefix changed (issue 13).
 
 Each config below is written as TerraTorch's examples and integration tests write theirs
-(burn scars, Sen1Floods11 with smp, the manufactured tiled test, AGB regression, ForestNet with
-timm, multi-temporal crops, multimodal TerraMind), scaled down to tiny models and generated
+(burn scars, Sen1Floods11 with smp and through its named datamodule, the manufactured tiled
+test, AGB regression, ForestNet with timm, multi-temporal crops), scaled down to tiny models and generated
 chips. Every construct of the issue appears in at least one of them: albumentations transforms,
 ``ToTensorV2``, HLS band names and 0-based band intervals, ``-1`` placeholder bands, ``.txt``
 split files and statistics, ``tiled_inference_parameters``, ``plot_on_val`` as bool and int,
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from geofm.cli import main as geofm
+from tests.data.benchmark_layouts import make_crop, make_sen1floods11
 from tests.data.fixtures import make_class_folder, make_pixel_folder, write_tif
 
 TRAINER = """
@@ -411,6 +412,104 @@ model:
     class_names: [forest, urban, water]
 """ + OPTIMIZER
 
+# examples/confs/multi_temporal_crop.yaml: three dates, time flattened for albumentations and
+# back, reduce_zero_label, a ViT straight into FCNDecoder (reshape inserted), .txt splits.
+MULTI_TEMPORAL_CROP = """
+data:
+  class_path: GenericNonGeoSegmentationDataModule
+  init_args:
+    batch_size: 2
+    num_workers: 0
+    train_transform:
+      - class_path: FlattenTemporalIntoChannels
+      - class_path: albumentations.Flip
+      - class_path: ToTensorV2
+      - class_path: UnflattenTemporalFromChannels
+        init_args:
+          n_timesteps: 3
+    dataset_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+    output_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+    rgb_indices: [2, 1, 0]
+    reduce_zero_label: True
+    expand_temporal_dimension: True
+    train_data_root: {crop}/training_chips
+    train_label_data_root: {crop}/training_chips
+    val_data_root: {crop}/validation_chips
+    val_label_data_root: {crop}/validation_chips
+    test_data_root: {crop}/validation_chips
+    test_label_data_root: {crop}/validation_chips
+    train_split: {crop}/training_data.txt
+    test_split: {crop}/validation_data.txt
+    val_split: {crop}/validation_data.txt
+    img_grep: "*_merged.tif"
+    label_grep: "*.mask.tif"
+    means: [494.905781, 815.239594, 924.335066, 2968.881459, 2634.621962, 1739.579917]
+    stds: [284.925432, 357.84876, 575.566823, 896.601013, 951.900334, 921.407808]
+    num_classes: 13
+model:
+  class_path: terratorch.tasks.SemanticSegmentationTask
+  init_args:
+    model_args:
+      decoder: FCNDecoder
+      backbone_pretrained: false
+      backbone: prithvi_eo_tiny
+      backbone_in_channels: 6
+      rescale: False
+      backbone_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+      backbone_num_frames: 3
+      num_classes: 13
+      head_dropout: 0.1
+      decoder_channels: 32
+      head_channel_list: [16, 8]
+    loss: ce
+    class_weights: [0.39, 0.66, 0.55, 0.64, 0.88, 0.93, 3.25, 1.54, 2.18, 2.27, 3.06, 3.63, 1.20]
+    ignore_index: -1
+    freeze_backbone: false
+    freeze_decoder: false
+    model_factory: EncoderDecoderFactory
+    tiled_inference_parameters:
+      h_crop: 32
+      h_stride: 16
+      w_crop: 32
+      w_stride: 16
+      average_patches: true
+""" + OPTIMIZER
+
+# The named Sen1Floods11 datamodule with TerraTorch's timm ResNet integration-test model.
+SEN1FLOODS11_NAMED = """
+data:
+  class_path: terratorch.datamodules.Sen1Floods11NonGeoDataModule
+  init_args:
+    data_root: {floods}
+    batch_size: 2
+    num_workers: 0
+    bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+    train_transform:
+      - class_path: albumentations.VerticalFlip
+      - class_path: ToTensorV2
+model:
+  class_path: terratorch.tasks.SemanticSegmentationTask
+  init_args:
+    model_args:
+      backbone: timm_resnet18
+      backbone_pretrained: false
+      num_classes: 2
+      backbone_in_chans: 6
+      necks:
+        - name: SelectIndices
+          indices: [0, 1, 2, 3]
+      decoder: UNetDecoder
+      decoder_channels: [64, 32, 16, 8]
+      head_channel_list: [16]
+      head_dropout: 0.1
+    model_factory: EncoderDecoderFactory
+    loss: ce
+    plot_on_val: 2
+    ignore_index: -1
+    freeze_backbone: false
+    freeze_decoder: false
+""" + OPTIMIZER
+
 CONFIGS = {
     "burn_scars": BURN_SCARS,
     "manufactured_tiled": MANUFACTURED_TILED,
@@ -419,6 +518,8 @@ CONFIGS = {
     "vit_without_necks": VIT_WITHOUT_NECKS,
     "agb_regression": AGB_REGRESSION,
     "forestnet_timm": FORESTNET_TIMM,
+    "multi_temporal_crop": MULTI_TEMPORAL_CROP,
+    "sen1floods11_named": SEN1FLOODS11_NAMED,
 }
 
 
@@ -448,7 +549,10 @@ def data(tmp_path_factory) -> dict[str, Path]:
     (s2 / "splits" / "flood_valid_data.txt").write_text("\n".join(events[2:]) + "\n")
     (s2 / "means.txt").write_text("\n".join(["0.14", "0.14", "0.12", "0.31", "0.20", "0.12"]) + "\n")
     (s2 / "stds.txt").write_text("\n".join(["0.07", "0.07", "0.09", "0.12", "0.10", "0.08"]) + "\n")
-    return {"seg": root / "seg", "seg8": root / "seg8", "reg": root / "reg", "cls": root / "cls", "s2": s2}
+    make_crop(root / "crop", size=32)
+    make_sen1floods11(root / "floods", size=32)
+    return {"seg": root / "seg", "seg8": root / "seg8", "reg": root / "reg", "cls": root / "cls", "s2": s2,
+            "crop": root / "crop", "floods": root / "floods"}
 
 
 def write(tmp_path: Path, data: dict[str, Path], name: str, prefix: str) -> Path:

@@ -52,7 +52,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "terratorch.tasks": ("geofm.tasks",),
     "terratorch.datamodules": ("geofm.data.datamodules",),
     "terratorch.datasets": ("geofm.data.datasets",),
-    "terratorch.datasets.transforms": ("geofm.data.transforms",),
+    "terratorch.datasets.transforms": ("geofm.data.transforms", "geofm.data.albumentations_compat"),
     "terratorch.models": ("geofm.models", "geofm.models.factories"),
     "terratorch.models.backbones": ("geofm.models.backbones",),
     "terratorch.models.necks": ("geofm.models.necks",),
@@ -66,6 +66,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     # What ``terratorch.`` -> ``geofm.`` makes of TerraTorch's layout.
     "geofm.datamodules": ("geofm.data.datamodules",),
     "geofm.datasets": ("geofm.data.datasets",),
+    "geofm.datasets.transforms": ("geofm.data.transforms", "geofm.data.albumentations_compat"),
     "geofm.cli_tools": ("geofm.callbacks", "geofm.inference.prediction_writer"),
 }
 

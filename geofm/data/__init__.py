@@ -28,6 +28,8 @@ _LAZY: dict[str, str] = {
     "GenericMultimodalPixelwiseRegressionDataset": "geofm.data.datasets.multimodal",
     "BatchAugmentation": "geofm.data.transforms",
     "build_augmentation": "geofm.data.transforms",
+    "RandomSquareSymmetry": "geofm.data.transforms",
+    "build_transforms": "geofm.data.albumentations_compat",
     "collate_samples": "geofm.data.collate",
     "compute_statistics": "geofm.data.statistics",
     "write_statistics": "geofm.data.statistics",

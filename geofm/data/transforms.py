@@ -11,6 +11,11 @@ class name such as ``"RandomVerticalFlip"`` is looked up in ``kornia.augmentatio
       - class_path: kornia.augmentation.RandomCrop
         init_args: {size: [224, 224]}
 
+The lists of TerraTorch configs, albumentations transforms (``albumentations.HorizontalFlip``,
+``ToTensorV2``, ...), are read by :mod:`geofm.data.albumentations_compat`: geometric ones with
+a kornia counterpart run here, on the device; the others run per sample on the CPU through
+albumentations, in the dataset; ``ToTensorV2`` and TerraTorch's temporal reshapes are dropped.
+
 :class:`BatchAugmentation` runs them through ``kornia.augmentation.AugmentationSequential``
 with ``data_keys=["input", "mask"]``: each sample of the batch draws its own parameters, and
 its image, ``mask`` and ``nodata_mask`` receive the same geometric transform (masks with
@@ -29,11 +34,13 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
+from kornia.augmentation import GeometricAugmentationBase2D
 from torch import nn
 
+from geofm.errors import ConfigError
 from geofm.registry.class_path import import_object
 
-__all__ = ["AugmentationSpec", "BatchAugmentation", "build_augmentation"]
+__all__ = ["AugmentationSpec", "BatchAugmentation", "RandomSquareSymmetry", "build_augmentation"]
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +92,28 @@ def build_augmentation(
     """A :class:`BatchAugmentation` from a config value, or ``None`` for no augmentation.
 
     Args:
-        spec: One entry or a list of entries (see the module docstring); ``None`` or ``[]`` for
-            none.
+        spec: One entry or a list of entries (see the module docstring; albumentations entries
+            with a kornia counterpart are mapped); ``None`` or ``[]`` for none.
         key: The setting name, for error messages (``"train_transform"``).
         mask_fill: Value for mask pixels that the geometry brings in from outside the image
             (see :class:`BatchAugmentation`).
+
+    Raises:
+        ConfigError: an entry runs only per sample on the CPU; a datamodule's ``*_transform``
+            takes such lists (:func:`geofm.data.albumentations_compat.build_transforms`).
     """
     if spec is None or isinstance(spec, BatchAugmentation):
         return spec
-    entries = [spec] if isinstance(spec, (nn.Module, type, str, Mapping)) else list(spec)
-    if not entries:
-        return None
-    return BatchAugmentation([_build_one(e, key) for e in entries], mask_fill=mask_fill)
+    # Deferred: that module builds on this one.
+    from geofm.data.albumentations_compat import build_transforms
+
+    on_cpu, on_device = build_transforms(spec, key, mask_fill)
+    if on_cpu is not None:
+        raise ConfigError(
+            f"{key}: {on_cpu!r} run per sample on the CPU, which a batch augmentation cannot "
+            "do; give the list to a datamodule's *_transform setting (or use build_transforms)."
+        )
+    return on_device
 
 
 class BatchAugmentation(nn.Module):
@@ -202,3 +219,84 @@ def _flatten_image(image: Any) -> tuple[torch.Tensor, Any]:
             b, c, -1, *out.shape[-2:]
         )
     return image, lambda out: out
+
+
+class RandomSquareSymmetry(GeometricAugmentationBase2D):
+    """One of the symmetries of the square per sample: quarter turns, flips, transposition.
+
+    The 8 symmetries are numbered ``e = 4 * t + k``: transpose (swap rows and columns) when
+    ``t == 1``, then turn ``k`` quarter turns counter-clockwise (``torch.rot90``). Each applied
+    sample draws one of ``elements`` uniformly. Pixels are moved by indexing, never resampled,
+    so values (NaN at nodata included) and mask classes stay exact. This is albumentations'
+    ``D4`` (``elements=range(8)``), ``RandomRotate90`` (``(0, 1, 2, 3)``) and ``Transpose``
+    (``(4,)``) on the device; kornia's ``RandomRotation90`` resamples and draws its turns
+    unevenly, so it is not used for them.
+
+    Args:
+        elements: The symmetries drawn from (numbers in ``0..7``); every one by default.
+        p: Probability of applying the augmentation to a sample.
+        same_on_batch: Draw one symmetry for the whole batch.
+        keepdim: kornia's ``keepdim``.
+
+    Raises:
+        ValueError: at call time, for non-square images when an element swaps height and
+            width (samples of one batch would end up with different shapes).
+    """
+
+    def __init__(
+        self,
+        elements: Sequence[int] = tuple(range(8)),
+        p: float = 1.0,
+        same_on_batch: bool = False,
+        keepdim: bool = False,
+    ):
+        super().__init__(p=p, same_on_batch=same_on_batch, keepdim=keepdim)
+        chosen = sorted({int(e) for e in elements})
+        if not chosen or chosen[0] < 0 or chosen[-1] > 7:
+            raise ValueError(f"elements={list(elements)} must be numbers in 0..7 (at least one).")
+        self.elements = tuple(chosen)
+        # Axes swap when the transposition and the odd quarter turns do not cancel out.
+        self.swaps_axes = any((e // 4 + e % 4) % 2 for e in self.elements)
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """``element`` ``(B,)``: the symmetry number of each sample."""
+        b = batch_shape[0]
+        choice = torch.randint(len(self.elements), (1 if self.same_on_batch else b,))
+        element = torch.tensor(self.elements, dtype=torch.long)[choice]
+        return {"element": element.expand(b) if self.same_on_batch else element}
+
+    def compute_transformation(
+        self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any]
+    ) -> torch.Tensor:
+        """``(B, 3, 3)`` matrices mapping input pixel ``(x, y)`` to its output position."""
+        w = input.shape[-1]
+        rotate = input.new_tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0], [0.0, 0.0, 1.0]])
+        transpose = input.new_tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        matrices = []
+        for e in params["element"].tolist():
+            m = transpose if e >= 4 else torch.eye(3, dtype=input.dtype, device=input.device)
+            matrices.append(torch.linalg.matrix_power(rotate, e % 4) @ m)
+        return torch.stack(matrices) if matrices else input.new_zeros(0, 3, 3)
+
+    def apply_transform(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        flags: dict[str, Any],
+        transform: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Images (or masks) ``(B, C, H, W)`` moved by each sample's symmetry."""
+        h, w = input.shape[-2:]
+        if self.swaps_axes and h != w:
+            raise ValueError(
+                f"{type(self).__name__} with quarter turns or transposition needs square images; "
+                f"got {h} x {w}. Crop to a square first (RandomCrop height = width), or use "
+                "HorizontalFlip / VerticalFlip."
+            )
+        element = params["element"].to(input.device)
+        out = input.clone()
+        for e in element.unique().tolist():
+            rows = (element == e).nonzero().squeeze(1)
+            moved = input[rows].transpose(-2, -1) if e >= 4 else input[rows]
+            out[rows] = torch.rot90(moved, e % 4, dims=(-2, -1))
+        return out

@@ -99,7 +99,7 @@ def test_mask_shape_must_match_image():
 
 def test_build_errors():
     assert build_augmentation(None) is None and build_augmentation([]) is None
-    with pytest.raises(ValueError, match="train_transform: 'NoSuchAug' is not a class of kornia"):
+    with pytest.raises(ValueError, match=r"train_transform\[0\]: 'NoSuchAug' is not a class of"):
         build_augmentation(["NoSuchAug"], "train_transform")
     with pytest.raises(ValueError, match="has no 'class_path'"):
         build_augmentation([{"init_args": {}}])

@@ -1,4 +1,4 @@
-"""What the generic datamodules share: loaders, per-split augmentation on the device, statistics.
+"""What the generic datamodules share: loaders, per-split augmentation, statistics.
 
 Datasets return raw values (NaN at nodata). Scaling, nodata filling and normalisation belong
 to the task's :class:`~geofm.models.preprocess.Preprocess`: the datamodule only describes
@@ -19,12 +19,14 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
+from geofm.data.albumentations_compat import build_transforms
 from geofm.data.band_selection import BandSelection, BandSpec, band_key, select_bands
 from geofm.data.collate import collate_samples
 from geofm.data.datasets.base import GeoTiffDataset
 from geofm.data.raster import check_band_selection
+from geofm.data.sample_transforms import SampleTransform
 from geofm.data.statistics import load_band_values
-from geofm.data.transforms import AugmentationSpec, BatchAugmentation, build_augmentation
+from geofm.data.transforms import AugmentationSpec, BatchAugmentation
 
 __all__ = ["GeoTiffDataModule", "SPLITS", "STAGE_SPLITS"]
 
@@ -77,8 +79,10 @@ class GeoTiffDataModule(pl.LightningDataModule):
         date_pattern: How to read acquisition dates for ``temporal_coords`` (see
             :mod:`geofm.data.coords`: ``"YYYYMMDD"``, ``".YYYYDDDT"``, a regex, ``"tags"``);
             ``None`` tries the common file-name patterns.
-        train_transform: Batch augmentations for training (kornia; see
-            :mod:`geofm.data.transforms`), run on the device in ``on_after_batch_transfer``.
+        train_transform: Augmentations for training: kornia augmentations (see
+            :mod:`geofm.data.transforms`), run on the device in ``on_after_batch_transfer``, or
+            TerraTorch's albumentations lists (see :mod:`geofm.data.albumentations_compat`:
+            mapped to kornia, or run per sample on the CPU by the dataset).
         val_transform: The same for validation.
         test_transform: The same for testing. Prediction batches are never augmented (their
             pixels must stay on the file's grid).
@@ -162,12 +166,15 @@ class GeoTiffDataModule(pl.LightningDataModule):
             if any(s <= 0 for s in self.stds):
                 raise ValueError(f"stds must be positive, got {self.stds}.")
 
-        self.augmentations: dict[str, BatchAugmentation | None] = {
-            "train": build_augmentation(train_transform, "train_transform", mask_fill),
-            "val": build_augmentation(val_transform, "val_transform", mask_fill),
-            "test": build_augmentation(test_transform, "test_transform", mask_fill),
-            "predict": None,
-        }
+        # Each setting splits into per-sample CPU transforms (albumentations, run by the
+        # dataset) and the batch augmentation run on the device (kornia).
+        self.sample_transforms: dict[str, SampleTransform | None] = {"predict": None}
+        self.augmentations: dict[str, BatchAugmentation | None] = {"predict": None}
+        given = {"train": train_transform, "val": val_transform, "test": test_transform}
+        for split, spec in given.items():
+            self.sample_transforms[split], self.augmentations[split] = build_transforms(
+                spec, f"{split}_transform", mask_fill
+            )
         if self.rgb_indices is not None:
             n = self.selection.num_bands
             bad = [i for i in self.rgb_indices if i < 0 or (n is not None and i >= n)]
@@ -254,6 +261,7 @@ class GeoTiffDataModule(pl.LightningDataModule):
                 raise ValueError(f"Stage '{stage}' needs {split}_data_root, which is not set.")
             if getattr(self, f"{split}_dataset") is None:
                 dataset = self.build_dataset(split)
+                dataset.transform = self.sample_transforms.get(split)
                 self._check_first_file(dataset)
                 setattr(self, f"{split}_dataset", dataset)
                 log.info("%s split: %d samples", split, len(dataset))

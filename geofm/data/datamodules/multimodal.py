@@ -106,8 +106,9 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
         rgb_indices: Red, green, blue positions among ``rgb_modality``'s output bands.
         expand_temporal_dimension: Files stack ``T`` frames.
         date_pattern: How to read dates from the first modality's file names.
-        train_transform: Batch augmentations for training (kornia; one geometry for all
-            modalities, see :mod:`geofm.data.transforms`).
+        train_transform: Augmentations for training (kornia, or TerraTorch's albumentations
+            lists; one geometry for all modalities, see :mod:`geofm.data.transforms` and
+            :mod:`geofm.data.albumentations_compat`).
         val_transform: The same for validation.
         test_transform: The same for testing.
         drop_last: Drop the last incomplete training batch.

@@ -1,9 +1,10 @@
-"""The part every GeoTIFF dataset shares: a list of image files, band selection, reading."""
+"""The part every GeoTIFF dataset shares: a list of image files, band selection, reading, and
+the per-sample transform run last in ``__getitem__``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,33 @@ from geofm.data.band_selection import BandSelection, BandSpec, select_bands
 from geofm.data.coords import find_dates, location_coords, temporal_coords
 from geofm.data.raster import read_grid, read_image
 
-__all__ = ["GeoTiffDataset"]
+__all__ = ["GeoTiffDataset", "SampleDataset"]
 
 log = logging.getLogger(__name__)
 
 
-class GeoTiffDataset(Dataset[dict[str, Any]]):
+class SampleDataset(Dataset[dict[str, Any]]):
+    """A dataset of sample dicts whose ``transform``, when set, runs on each sample it returns.
+
+    Subclasses implement :meth:`read_sample`. A datamodule sets ``transform`` to the per-sample
+    part of its ``*_transform`` setting (albumentations transforms that have no kornia
+    counterpart, see :mod:`geofm.data.albumentations_compat`), so it runs on the CPU in the
+    DataLoader's workers, before collation; batch augmentation runs later, on the device.
+    """
+
+    #: Called on every sample ``__getitem__`` returns; ``None`` returns samples as read.
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def read_sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read from its files, before ``transform``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.read_sample(index)
+        return sample if self.transform is None else self.transform(sample)
+
+
+class GeoTiffDataset(SampleDataset):
     """Images read from GeoTIFF files; subclasses add labels.
 
     A sample is a dict:
@@ -136,5 +158,6 @@ class GeoTiffDataset(Dataset[dict[str, Any]]):
             coords["location_coords"] = location
         return coords
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read (images only here; subclasses add labels)."""
         return self.load_image(index)

@@ -103,7 +103,8 @@ class GenericNonGeoClassificationDataset(GeoTiffDataset):
         self.names = [f.name for f, _ in found]
         self.targets: list[int] | None = [i for _, i in found] if with_labels else None
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read, with its label (before the dataset's ``transform``)."""
         sample = self.load_image(index)
         if self.targets is not None:
             sample["label"] = torch.tensor(self.targets[index], dtype=torch.int64)

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from geofm.data.band_selection import BandSelection, BandSpec, select_bands
 from geofm.data.coords import find_dates, location_coords, temporal_coords
+from geofm.data.datasets.base import SampleDataset
 from geofm.data.datasets.pixel_wise import (
     GenericNonGeoPixelwiseRegressionDataset,
     GenericNonGeoSegmentationDataset,
@@ -77,7 +77,7 @@ def _listing(items: Sequence[object]) -> str:
     return shown + more
 
 
-class GenericMultimodalDataset(Dataset[dict[str, Any]]):
+class GenericMultimodalDataset(SampleDataset):
     """Samples of several modalities from one folder (and pattern) per modality.
 
     A sample is a dict:
@@ -347,7 +347,8 @@ class GenericMultimodalDataset(Dataset[dict[str, Any]]):
         """The ``mask`` array from a label band ``raw`` ``(H, W)`` and its nodata mask."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read, with its label (before the dataset's ``transform``)."""
         sample = self.load_image(index)
         if self.label_files is not None:
             path = self.label_files[index]

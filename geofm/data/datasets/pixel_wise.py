@@ -140,7 +140,8 @@ class GenericPixelWiseDataset(GeoTiffDataset):
             raise RuntimeError("This dataset was built with with_labels=False.")
         return read_label(self.label_files[index])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_sample(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` as read, with its label (before the dataset's ``transform``)."""
         sample = self.load_image(index)
         if self.label_files is not None:
             raw, nodata, grid = self._read_label(index)

@@ -159,6 +159,13 @@ def test_layout_settings_are_refused(sen1floods11):
         Sen1Floods11NonGeoDataModule(sen1floods11.root, img_grep="*.tif", train_data_root="x")
 
 
+def test_predict_transform_takes_only_entries_that_do_nothing(sen1floods11):
+    Sen1Floods11NonGeoDataModule(sen1floods11.root, predict_transform=[{"class_path": "ToTensorV2"}])
+    resize = {"class_path": "albumentations.Resize", "init_args": {"height": 8, "width": 8}}
+    with pytest.raises(ValueError, match="predict_transform: geofm never transforms prediction batches"):
+        Sen1Floods11NonGeoDataModule(sen1floods11.root, predict_transform=[resize])
+
+
 class BatchRecorder(Callback):
     """The training batches as the task receives them."""
 

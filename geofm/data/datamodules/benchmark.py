@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from geofm.data.albumentations_compat import build_transforms
 from geofm.data.band_selection import BandSpec, select_bands
 from geofm.data.datamodules.base import STAGE_SPLITS
 from geofm.data.datamodules.segmentation import GenericNonGeoSegmentationDataModule
-from geofm.errors import GeofmError
+from geofm.errors import ConfigError, GeofmError
 
 __all__ = [
     "BenchmarkSegmentationDataModule",
@@ -113,9 +114,9 @@ class BenchmarkSegmentationDataModule(GenericNonGeoSegmentationDataModule):
         use_metadata: TerraTorch's switch for ``temporal_coords``/``location_coords``. geofm
             gives ``location_coords`` whenever the files have a CRS and ``temporal_coords``
             when the file names hold dates; ``True`` logs which of them this layout cannot give.
-        predict_transform: Accepted for TerraTorch configs; prediction batches are never
-            augmented (their pixels stay on the file's grid), so a given value is logged and
-            not applied.
+        predict_transform: TerraTorch's setting. Prediction batches are never augmented (their
+            pixels stay on the file's grid), so only entries that do nothing here are taken
+            (``ToTensorV2``, the temporal flatten/unflatten pair); any other is an error.
         **kwargs: Settings of
             :class:`~geofm.data.datamodules.segmentation.GenericNonGeoSegmentationDataModule`
             that the layout leaves open (``batch_size``, ``means``, ``constant_scale``,
@@ -153,10 +154,11 @@ class BenchmarkSegmentationDataModule(GenericNonGeoSegmentationDataModule):
         fill_defaults(kwargs, mask_fill=self._mask_fill(kwargs.get("no_label_replace")))
         if use_metadata and self.METADATA_NOTE:
             log.warning("%s: use_metadata=True, but %s", owner, self.METADATA_NOTE)
-        if predict_transform:
-            log.warning(
-                "%s: predict_transform is not applied; prediction batches are never augmented.",
-                owner,
+        if any(build_transforms(predict_transform, "predict_transform")):
+            raise ConfigError(
+                f"{owner}: predict_transform: geofm never transforms prediction batches, so "
+                "that predictions lie on the input file's grid. Remove predict_transform (or "
+                "keep only ToTensorV2)."
             )
         super().__init__(
             train_data_root=layout["train"].images,

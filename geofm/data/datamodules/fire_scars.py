@@ -75,7 +75,8 @@ class FireScarsNonGeoDataModule(BenchmarkSegmentationDataModule):
         train_transform: Batch augmentations for training (see :mod:`geofm.data.transforms`).
         val_transform: The same for validation.
         test_transform: The same for testing.
-        predict_transform: Accepted for TerraTorch configs; not applied.
+        predict_transform: Only entries that do nothing (``ToTensorV2``); see
+            :class:`~geofm.data.datamodules.benchmark.BenchmarkSegmentationDataModule`.
         drop_last: Drop the last incomplete training batch.
         no_data_replace: Value for image nodata pixels.
         no_label_replace: Value for label nodata pixels.

@@ -95,7 +95,8 @@ class Sen1Floods11NonGeoDataModule(BenchmarkSegmentationDataModule):
         train_transform: Batch augmentations for training (see :mod:`geofm.data.transforms`).
         val_transform: The same for validation.
         test_transform: The same for testing.
-        predict_transform: Accepted for TerraTorch configs; not applied.
+        predict_transform: Only entries that do nothing (``ToTensorV2``); see
+            :class:`~geofm.data.datamodules.benchmark.BenchmarkSegmentationDataModule`.
         drop_last: Drop the last incomplete training batch.
         constant_scale: Factor from digital numbers to the units of the statistics.
         no_data_replace: Value (in scaled units) for image nodata pixels.

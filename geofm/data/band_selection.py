@@ -1,21 +1,26 @@
 """Which bands of a GeoTIFF to read: ``dataset_bands`` and ``output_bands`` resolved to indexes.
 
-The convention (one meaning per kind of entry, in both lists):
+The convention (TerraTorch's, with 1-based band numbers where TerraTorch would fail):
 
 - a **string** (or a band enum such as ``HLSBands.RED``) is a band *name*;
-- an **integer** is a 1-based band *number* in the file, as rasterio and GDAL count
-  (``1`` is the first band);
-- a **two-element list** ``[first, last]`` is the inclusive range of band numbers
-  ``first..last`` (``[1, 6]`` is the first six bands).
+- an **integer** in ``dataset_bands`` is an *identifier* of an unnamed band (its value is
+  free: TerraTorch configs often write 0-based ones);
+- an **integer** in ``output_bands`` names the ``dataset_bands`` entry with that identifier
+  when ``dataset_bands`` lists it (its first occurrence, as TerraTorch's ``list.index``), and
+  is otherwise a 1-based band *number* in the file, as rasterio and GDAL count (``1`` is the
+  first band);
+- a **two-element list** ``[first, last]`` is the inclusive run of integers ``first..last``,
+  each read as above (``[1, 6]`` is six entries, ``[0, 11]`` twelve).
 
 ``dataset_bands`` describes the file's bands in file order: names for the bands you name,
-integers or ranges as placeholders for those you don't (``[[1, 6], "NIR", "FMASK"]`` is an
-8-band file whose 7th band is ``"NIR"``). Integers in ``dataset_bands`` only hold a place;
-their value is not used, except that an integer of ``output_bands`` that ``dataset_bands``
-lists at another position is refused as ambiguous (TerraTorch reads integers as identifiers:
-``dataset_bands: [0, 1, BLUE]``, ``output_bands: [1]`` would silently pick another band).
-``output_bands`` selects bands, in the order the model receives them: names are looked up in
-``dataset_bands``, integers and ranges are band numbers.
+integers or ranges for those you don't (``[[1, 6], "NIR", "FMASK"]`` is an 8-band file whose
+7th band is ``"NIR"``; TerraTorch's ``[[0, 11]]`` is a 12-band file). ``output_bands`` selects
+bands, in the order the model receives them. With TerraTorch's ``dataset_bands: [[0, 11]]``,
+``output_bands: [[1, 3]]`` selects the file's 2nd to 4th bands, as in TerraTorch; with
+geofm's ``[[1, 6], "NIR"]``, ``output_bands: [2]`` is the 2nd band either way. An integer that
+``dataset_bands`` does not list where its position holds another integer is refused as
+ambiguous (``dataset_bands: [[0, 5]]``, ``output_bands: [6]``: identifier 6 is not listed, and
+band number 6 is identifier 5).
 
 Names match ignoring case and through the aliases of :mod:`geofm.data.bands` when that module
 knows them (``"b4"``, ``"B04"`` and ``Sentinel2Bands.B04`` are one band); other names (``"DEM"``,
@@ -66,8 +71,8 @@ def expand_band_list(bands: Sequence[BandSpec], key: str) -> list[str | int]:
         key: The setting the list came from, for error messages.
 
     Raises:
-        ValueError: An entry is neither a name, an integer, nor a ``[first, last]`` range with
-            ``1 <= first <= last``.
+        ValueError: An entry is neither a name, an integer, nor a ``[first, last]`` range of
+            integers with ``first <= last``.
     """
     if isinstance(bands, (str, bytes)):
         raise ValueError(f"{key}={bands!r} must be a list of band names or numbers, not a string.")
@@ -86,10 +91,10 @@ def expand_band_list(bands: Sequence[BandSpec], key: str) -> list[str | int]:
             and all(isinstance(e, int) and not isinstance(e, bool) for e in entry)
         ):
             first, last = entry
-            if not 1 <= first <= last:
+            if first > last:
                 raise ValueError(
-                    f"{key} range {list(entry)} is not an inclusive range of 1-based band "
-                    "numbers [first, last] with 1 <= first <= last."
+                    f"{key} range {list(entry)} is not an inclusive range [first, last] with "
+                    "first <= last."
                 )
             out.extend(range(first, last + 1))
         else:
@@ -140,11 +145,14 @@ def select_bands(
     """
     described = expand_band_list(dataset_bands, dataset_key) if dataset_bands is not None else None
     positions: dict[str, int] = {}  # band_key(name) -> 1-based number
+    identifiers: dict[int, int] = {}  # integer identifier -> 1-based number of its first entry
     if described is not None:
         if not described:
             raise ValueError(f"{dataset_key} is empty; leave it unset to mean every band.")
         for number, entry in enumerate(described, start=1):
-            if isinstance(entry, str):
+            if isinstance(entry, int):
+                identifiers.setdefault(entry, number)
+            elif isinstance(entry, str):
                 key = band_key(entry)
                 if key in positions:
                     first = described[positions[key] - 1]
@@ -171,6 +179,8 @@ def select_bands(
             numbers_list.append(
                 _number_of_name(entry, described, positions, dataset_key, output_key)
             )
+        elif entry in identifiers:  # TerraTorch's reading: the entry with this identifier
+            numbers_list.append(identifiers[entry])
         else:
             _check_number(entry, described, dataset_key, output_key)
             numbers_list.append(entry)
@@ -219,10 +229,27 @@ def _check_number(
             f"{output_key} band number {number} is beyond the {len(described)} bands that "
             f"{dataset_key} describes."
         )
-    if number in described and described[number - 1] != number:
+    held = described[number - 1]
+    if isinstance(held, int) and held != number:
+        listed = sorted({d for d in described if isinstance(d, int)})
         raise ValueError(
-            f"{output_key} band number {number} is ambiguous: {dataset_key} lists {number} at "
-            f"position {described.index(number) + 1}, while integers in {output_key} are 1-based "
-            f"band numbers (band {number} is '{described[number - 1]}'). Select bands by name or "
-            "by number, and use integers in dataset_bands only as placeholders."
+            f"{output_key} integer {number} is ambiguous: {dataset_key} does not list it among "
+            f"its integer identifiers ({_span(listed)}), and band number {number} is the entry "
+            f"{held} there. Select that band by its identifier ({held}), as TerraTorch does, "
+            f"or give {dataset_key} identifiers equal to the band numbers ([[1, "
+            f"{len(described)}]])."
         )
+
+
+def _span(values: list[int]) -> str:
+    """Sorted integers for a message, runs shortened (``0..11, 20``)."""
+    runs: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            runs.append(str(start) if start == prev else f"{start}..{prev}")
+        start = prev = v
+    return ", ".join(runs)

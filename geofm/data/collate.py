@@ -37,7 +37,8 @@ def _stack_checked(key: str, values: list[torch.Tensor], samples: Sequence[Mappi
         )
         raise ValueError(
             f"Cannot batch '{key}' tensors of different shapes: {detail}. Use batch_size=1 "
-            "or bring the files to one size."
+            "(data.init_args.check_stackability: true sets it for a split whose files differ "
+            "in size) or bring the files to one size."
         )
     return _stack(values)
 

@@ -2,8 +2,9 @@
 
 A sample's *common name* is the part of its path matched by the wildcards of the glob pattern
 (``img_grep="*_S2Hand.tif"`` gives ``Spain_7370579`` for ``Spain_7370579_S2Hand.tif``). Images
-and labels are paired by the text each wildcard matched, never by sort position, and split
-files select samples by exact name, never by substring.
+and labels are paired by the text each wildcard matched, never by sort position. Split files
+select samples by exact name by default; with ``substring=True`` (TerraTorch's
+``allow_substring_split_file``) an entry selects every sample whose name contains it.
 
 Only file names are listed here; no file is opened.
 """
@@ -226,6 +227,13 @@ def _forms(text: str) -> set[str]:
     return {text, _EXTENSION.sub("", text)}
 
 
+def _texts(f: FoundFile, ignore_extensions: bool) -> set[str]:
+    """What a split entry is compared with: the common name and the file name."""
+    if ignore_extensions:
+        return _forms(f.name) | _forms(f.path.name)
+    return {f.name, f.path.name}
+
+
 def select_split(
     files: Sequence[FoundFile],
     names: Sequence[str],
@@ -233,39 +241,112 @@ def select_split(
     ignore_extensions: bool = True,
     arg: str = "split",
     strict: bool = True,
+    substring: bool = False,
 ) -> list[FoundFile]:
-    """The files whose name is listed in ``names``, by exact match.
+    """The files that the entries ``names`` of a split file select.
 
-    A listed name matches a file when it equals the file's common name or its file name
-    (``a_1``, ``a_1_img.tif``). With ``ignore_extensions``, extensions on either side are
-    disregarded (``a_1.tif`` matches common name ``a_1``). ``a_1`` never matches ``a_10``.
+    By default an entry selects a file when it equals the file's common name or its file name
+    (``a_1``, ``a_1_img.tif``); ``a_1`` never selects ``a_10``. With ``substring`` (TerraTorch's
+    ``allow_substring_split_file``) an entry selects every file whose common name or file name
+    contains it (``Spain`` selects ``Spain_7370579``; ``a_1`` also selects ``a_10``). With
+    ``ignore_extensions``, extensions on either side are disregarded (``a_1.tif`` matches common
+    name ``a_1``).
+
+    With ``strict``, one warning lists the entries that select nothing and, with
+    ``substring``, one warning lists samples that several entries select and entries that name
+    a sample exactly but select others too (a split meant for exact names).
 
     Raises:
-        ValueError: No file matches any listed name.
+        ValueError: No file matches any listed name (strict only); in exact mode the message
+            says when the entries are parts of file names (set ``allow_substring_split_file``).
     """
-    wanted: set[str] = set()
-    for n in names:
-        wanted |= _forms(n) if ignore_extensions else {n}
-    selected, used = [], set()
-    for f in files:
-        candidates = {f.name, f.path.name}
-        if ignore_extensions:
-            candidates = _forms(f.name) | _forms(f.path.name)
-        hit = candidates & wanted
-        if hit:
-            selected.append(f)
-            used |= hit
+    entries = [_EXTENSION.sub("", n) if ignore_extensions else n for n in names]
+    texts = [_texts(f, ignore_extensions) for f in files]
+    if substring:
+        hits = [[e for e in dict.fromkeys(entries) if any(e in t for t in ts)] for ts in texts]
+    else:
+        wanted: set[str] = set()
+        for n in names:
+            wanted |= _forms(n) if ignore_extensions else {n}
+        hits = [sorted(ts & wanted) for ts in texts]
+    selected = [f for f, hit in zip(files, hits, strict=True) if hit]
     if not strict:
         return selected
-    unmatched = [n for n in names if not ((_forms(n) if ignore_extensions else {n}) & used)]
+    if substring:
+        used = {e for hit in hits for e in hit}
+        unmatched = [n for n, e in zip(names, entries, strict=True) if e not in used]
+        _warn_substring_matches(files, hits, texts, arg)
+    else:
+        used = {h for hit in hits for h in hit}
+        unmatched = [n for n in names if not ((_forms(n) if ignore_extensions else {n}) & used)]
+    partial = _substring_hint(unmatched, entries, names, texts) if not substring else ""
     if not selected:
         hint = close_names(names[0], [f.name for f in files]) if names else []
         raise ValueError(
             f"None of the {len(names)} names in {arg} matches a file (first: "
             f"{_listing(list(names))}; found files are named like "
             f"{_listing([f.name for f in files])})."
-            + (f" Did you mean {hint[0]!r}?" if hint else "")
+            + (f" Did you mean {hint[0]!r}?" if hint and not partial else "")
+            + partial
         )
     if unmatched:
-        log.warning("%d name(s) in %s match no file: %s", len(unmatched), arg, _listing(unmatched))
+        log.warning(
+            "%d name(s) in %s match no file: %s.%s",
+            len(unmatched),
+            arg,
+            _listing(unmatched),
+            partial,
+        )
     return selected
+
+
+def _substring_hint(
+    unmatched: Sequence[str],
+    entries: Sequence[str],
+    names: Sequence[str],
+    texts: Sequence[set[str]],
+) -> str:
+    """In exact mode: a hint when unmatched entries are parts of file names."""
+    entry_of = dict(zip(names, entries, strict=True))
+    parts = [n for n in unmatched if any(entry_of[n] in t for ts in texts for t in ts)]
+    if not parts:
+        return ""
+    return (
+        f" Entries such as {_listing(parts)} are parts of file names: set "
+        "allow_substring_split_file: true to select every sample whose name contains an entry "
+        "(TerraTorch's default)."
+    )
+
+
+def _warn_substring_matches(
+    files: Sequence[FoundFile], hits: Sequence[list[str]], texts: Sequence[set[str]], arg: str
+) -> None:
+    """One warning for samples selected by several entries and for exact entries that select
+    other samples too (``a_1`` selecting ``a_10``)."""
+    several = [
+        f"'{f.name}' ({', '.join(h)})" for f, h in zip(files, hits, strict=True) if len(h) > 1
+    ]
+    exact = {e for ts, hit in zip(texts, hits, strict=True) for e in hit if e in ts}
+    wider: dict[str, list[str]] = {}
+    for f, ts, hit in zip(files, texts, hits, strict=True):
+        for e in hit:
+            if e in exact and e not in ts:
+                wider.setdefault(e, []).append(f.name)
+    if not several and not wider:
+        return
+    parts = []
+    if several:
+        shown = "; ".join(several[:_MAX_LISTED])
+        more = f" and {len(several) - _MAX_LISTED} more" if len(several) > _MAX_LISTED else ""
+        parts.append(f"{len(several)} sample(s) match several entries: {shown}{more}")
+    if wider:
+        items = list(wider.items())
+        shown = "; ".join(f"'{e}' also selects {_listing(v)}" for e, v in items[:_MAX_LISTED])
+        more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+        parts.append(f"entries that name a sample exactly select others too: {shown}{more}")
+    log.warning(
+        "%s (allow_substring_split_file=true selects every sample whose name contains an entry): "
+        "%s. Set allow_substring_split_file: false to match names exactly.",
+        arg,
+        "; ".join(parts),
+    )

@@ -14,6 +14,10 @@ datamodules' ``means`` and ``stds`` settings accept::
     pixel_counts: [1048576, 1048576, 1048576]
     class_counts: {0: 700000, 1: 348576}
     num_samples: 16
+
+They also accept TerraTorch's statistics files: a ``.txt`` of numbers, one per band (one a
+line, or all on one line, separated by spaces; ``#`` starts a comment), read as
+``numpy.genfromtxt`` reads them.
 """
 
 from __future__ import annotations
@@ -259,7 +263,8 @@ def load_band_values(
 
     Args:
         value: A list of numbers, or a YAML/JSON file holding either such a list or a mapping
-            with the key ``field_name`` (and optionally ``bands``).
+            with the key ``field_name`` (and optionally ``bands``), or a ``.txt`` file of
+            numbers (TerraTorch's format, one value per band).
         field_name: ``"means"`` or ``"stds"``.
 
     Returns:
@@ -271,6 +276,8 @@ def load_band_values(
     if value is None:
         return None, None
     bands = None
+    if isinstance(value, (str, Path)) and Path(value).suffix.lower() == ".txt":
+        return _text_values(Path(value).expanduser(), field_name), None
     if isinstance(value, (str, Path)):
         data = load_statistics(value)
         if isinstance(data, dict):
@@ -287,3 +294,29 @@ def load_band_values(
     except (TypeError, ValueError) as err:
         raise ValueError(f"{field_name} must be a list of numbers, got {value!r}.") from err
     return values, [str(b) for b in bands] if bands else None
+
+
+def _text_values(path: Path, field_name: str) -> list[float]:
+    """Numbers of a TerraTorch statistics ``.txt`` (whitespace-separated, ``#`` comments).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: A word is not a number, or the file holds a table (several lines of several
+            values: per-band and per-time-step statistics, which geofm does not take).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{field_name}='{path}': the statistics file does not exist.")
+    rows = [line.split("#", 1)[0].split() for line in path.read_text().splitlines()]
+    rows = [row for row in rows if row]
+    if len(rows) > 1 and any(len(row) > 1 for row in rows):
+        raise ValueError(
+            f"{field_name}='{path}' holds a table of {len(rows)} lines with several values; give "
+            "one value per band (one a line), in the order of output_bands."
+        )
+    try:
+        values = [float(word) for row in rows for word in row]
+    except ValueError as err:
+        raise ValueError(f"{field_name}='{path}': {err}; the file must hold numbers only.") from err
+    if not values:
+        raise ValueError(f"{field_name}='{path}' holds no value.")
+    return values

@@ -69,6 +69,7 @@ def tiled_forward(
     extra: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 8,
     window: WindowKind = "hann",
+    margin: int = 0,
 ) -> torch.Tensor:
     """Run ``fn`` over overlapping tiles of ``image`` and blend the outputs.
 
@@ -90,6 +91,9 @@ def tiled_forward(
             ``location_coords`` ``(B, 2)``); each tile gets its image's row.
         batch_size: Tiles per call of ``fn``.
         window: Blend window, ``"hann"`` or ``"uniform"``.
+        margin: Pixels of each tile edge whose outputs count only where no tile's inside
+            covers the pixel (TerraTorch's ``delta``; see
+            :func:`~geofm.inference.tiling.blend_window`). The streaming route has no margin.
 
     Returns:
         ``(B, K, H, W)`` float32 blended outputs on ``image``'s device.
@@ -103,7 +107,7 @@ def tiled_forward(
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
     height, width = image.shape[-2:]
     grid = plan_tiles(height, width, tile_size, overlap, stride)
-    weights = torch.from_numpy(blend_weights(grid.tile_size, window)).to(image.device)
+    weights = torch.from_numpy(blend_weights(grid.tile_size, window, margin)).to(image.device)
     jobs = [(tile, b) for tile in grid for b in range(image.shape[0])]
     acc: torch.Tensor | None = None
     for start in range(0, len(jobs), batch_size):
@@ -122,9 +126,11 @@ def tiled_forward(
                 :, r0 - tile.row : r1 - tile.row, c0 - tile.col : c1 - tile.col
             ]
     assert acc is not None  # a plan always has at least one tile
-    return acc / _weight_total(grid, window, acc.device)
+    return acc / _weight_total(grid, window, acc.device, margin)
 
 
-def _weight_total(grid: TileGrid, window: WindowKind, device: torch.device) -> torch.Tensor:
-    rows, cols = grid.weight_sums(window)
+def _weight_total(
+    grid: TileGrid, window: WindowKind, device: torch.device, margin: int = 0
+) -> torch.Tensor:
+    rows, cols = grid.weight_sums(window, margin)
     return torch.from_numpy(rows[:, None] * cols[None, :]).to(device)

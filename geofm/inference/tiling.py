@@ -36,6 +36,9 @@ WindowKind = Literal["hann", "uniform"]
 # Floor of the blend window: the weight never reaches zero, so every covered pixel keeps a
 # defined value even where only a tile's border covers it.
 _WINDOW_FLOOR = 1e-3
+# Weight of a tile's margin pixels (TerraTorch's ``delta``): they count only where no tile's
+# inside covers them, yet every pixel keeps a value.
+_MARGIN_WEIGHT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -124,18 +127,24 @@ class TileGrid:
                 return i
         return len(self.row_offsets)
 
-    def weight_sums(self, window: WindowKind = "hann") -> tuple[np.ndarray, np.ndarray]:
+    def weight_sums(
+        self, window: WindowKind = "hann", margin: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-row and per-column sums of the blend weights of every tile covering them.
 
         The total weight at pixel ``(r, c)`` is ``rows[r] * cols[c]`` because the grid is a
         product of row and column offsets and the window is separable.
 
+        Args:
+            window: The blend window's kind.
+            margin: Pixels of each tile edge weighted (almost) zero (see :func:`blend_window`).
+
         Returns:
             ``(rows, cols)``: float32 arrays of shape ``(height,)`` and ``(width,)``.
         """
         return (
-            _axis_weight_sum(self.row_offsets, self.tile_size[0], self.height, window),
-            _axis_weight_sum(self.col_offsets, self.tile_size[1], self.width, window),
+            _axis_weight_sum(self.row_offsets, self.tile_size[0], self.height, window, margin),
+            _axis_weight_sum(self.col_offsets, self.tile_size[1], self.width, window, margin),
         )
 
 
@@ -229,7 +238,7 @@ def plan_tiles(
     )
 
 
-def blend_window(size: int, kind: WindowKind = "hann") -> np.ndarray:
+def blend_window(size: int, kind: WindowKind = "hann", margin: int = 0) -> np.ndarray:
     """One axis of the separable blend window.
 
     Args:
@@ -237,21 +246,35 @@ def blend_window(size: int, kind: WindowKind = "hann") -> np.ndarray:
         kind: ``"hann"``: a raised cosine sampled at pixel centres, highest in the middle and
             small but never zero at the borders, so overlaps fade smoothly and no seam shows;
             ``"uniform"``: equal weights (plain averaging of overlaps).
+        margin: Pixels at each end whose weight is (almost) zero, 1e-6: a tile's outputs there
+            count only where no tile's inside covers the pixel (TerraTorch's ``delta``, which
+            crops them).
 
     Returns:
         ``(size,)`` float32 weights in ``(0, 1]``.
     """
+    if not 0 <= margin < (size + 1) // 2:
+        raise ValueError(
+            f"margin={margin} must lie in [0, {(size + 1) // 2 - 1}] for tiles of {size} pixels: "
+            "each tile must keep an inside."
+        )
     if kind == "uniform":
-        return np.ones(size, dtype=np.float32)
-    if kind == "hann":
+        window = np.ones(size, dtype=np.float32)
+    elif kind == "hann":
         x = (np.arange(size, dtype=np.float64) + 0.5) / size
         hann = np.sin(np.pi * x) ** 2
-        return (_WINDOW_FLOOR + (1 - _WINDOW_FLOOR) * hann).astype(np.float32)
-    raise ValueError(f"Unknown blend window kind={kind!r}; choose 'hann' or 'uniform'.")
+        window = (_WINDOW_FLOOR + (1 - _WINDOW_FLOOR) * hann).astype(np.float32)
+    else:
+        raise ValueError(f"Unknown blend window kind={kind!r}; choose 'hann' or 'uniform'.")
+    if margin:
+        window[:margin] = window[-margin:] = _MARGIN_WEIGHT
+    return window
 
 
-def _axis_weight_sum(offsets: tuple[int, ...], tile: int, n: int, kind: WindowKind) -> np.ndarray:
-    window = blend_window(tile, kind)
+def _axis_weight_sum(
+    offsets: tuple[int, ...], tile: int, n: int, kind: WindowKind, margin: int = 0
+) -> np.ndarray:
+    window = blend_window(tile, kind, margin)
     total = np.zeros(n, dtype=np.float32)
     for offset in offsets:  # fixed order: the sums are bitwise reproducible
         lo, hi = max(offset, 0), min(offset + tile, n)
@@ -276,10 +299,19 @@ def reflect_indices(start: int, length: int, n: int) -> np.ndarray:
     return np.where(idx >= n, period - idx, idx)
 
 
-def blend_weights(tile_size: tuple[int, int], kind: WindowKind = "hann") -> np.ndarray:
+def blend_weights(
+    tile_size: tuple[int, int], kind: WindowKind = "hann", margin: int = 0
+) -> np.ndarray:
     """The 2-D blend weights of one tile: the outer product of the two axis windows.
+
+    Args:
+        tile_size: ``(tile_h, tile_w)``.
+        kind: The window's kind (see :func:`blend_window`).
+        margin: Pixels of each edge weighted (almost) zero (see :func:`blend_window`).
 
     Returns:
         ``(tile_h, tile_w)`` float32 weights.
     """
-    return blend_window(tile_size[0], kind)[:, None] * blend_window(tile_size[1], kind)[None, :]
+    rows = blend_window(tile_size[0], kind, margin)
+    cols = blend_window(tile_size[1], kind, margin)
+    return rows[:, None] * cols[None, :]

@@ -16,8 +16,13 @@ one, so normalising there would silently be skipped by a datamodule that augment
 
 Prediction. Validation, test and ``predict_step`` go through one
 :class:`~geofm.inference.predictor.Predictor` (preprocess, model, softmax), tiled by
-:func:`~geofm.inference.tiled_forward` when ``tiled_inference`` is set; streamed scenes use
-the same predictor (:func:`geofm.inference.task_scenes.predict_task_scenes`).
+:func:`~geofm.inference.tiled_forward` when ``tiled_inference`` is set (or, TerraTorch's way,
+``tiled_inference_parameters``: predict only, plus validation and test when
+``tiled_inference_on_validation``/``tiled_inference_on_testing``); streamed scenes use the
+same predictor (:func:`geofm.inference.task_scenes.predict_task_scenes`).
+
+TerraTorch's names. ``tiled_inference_parameters``, ``lr_overrides``, ``aux_heads`` and a
+boolean ``plot_on_val`` do what they do in TerraTorch (see :mod:`geofm.tasks.terratorch_args`).
 
 Checks. Every step checks the batch before the model: its band count against every setting
 that fixes one, its time axis against the backbone's ``num_frames``, and class targets against
@@ -59,6 +64,12 @@ from geofm.registry import MODEL_FACTORY_REGISTRY
 from geofm.tasks import plotting
 from geofm.tasks.losses import build_loss
 from geofm.tasks.optim import build_optimizer, build_scheduler
+from geofm.tasks.terratorch_args import (
+    TERRATORCH_PLOT_BATCHES,
+    aux_decoders_from_aux_heads,
+    param_groups_from_lr_overrides,
+    tiled_from_terratorch,
+)
 
 __all__ = ["BaseTask", "STAGES", "check_class_targets"]
 
@@ -221,6 +232,11 @@ class BaseTask(LightningModule, ABC):
             (see :mod:`geofm.tasks.losses`).
         aux_loss: Weight of each auxiliary head's loss by head name (``{"aux": 0.4}``), added
             to the training loss. Validation and test losses use the main output only.
+        aux_heads: TerraTorch's auxiliary heads, ``[{name, decoder, decoder_args}]`` (or
+            ``AuxiliaryHead`` objects): built by the model factory as its ``aux_decoders`` on
+            the same features (``decoder_args`` holds ``decoder_*`` and ``head_*`` keys); weigh
+            their losses with ``aux_loss``. Not with a ready ``model`` nor with
+            ``model_args.aux_decoders``.
         ignore_index: Target value that losses and metrics skip.
         class_weights: One loss weight per class.
         num_classes: Number of classes (else ``model_args.num_classes`` or
@@ -231,6 +247,9 @@ class BaseTask(LightningModule, ABC):
         optimizer_hparams: Other optimizer arguments (``{"weight_decay": 0.05}``).
         param_groups: Per-group options by fnmatch pattern on parameter names inside the
             model: ``[{"pattern": "encoder.*", "lr": 1e-5}]`` (first match wins).
+        lr_overrides: TerraTorch's ``{name substring: lr}``: every trainable parameter whose
+            name (``model.encoder...``, as TerraTorch names them) contains the key gets that
+            learning rate (the first key wins); others keep ``lr``. Not with ``param_groups``.
         scheduler: A ``torch.optim.lr_scheduler`` class name or a class path.
         scheduler_hparams: The scheduler's arguments plus ``interval`` (``"epoch"`` or
             ``"step"``), ``monitor``, ``warmup_epochs``/``warmup_steps`` and
@@ -244,10 +263,20 @@ class BaseTask(LightningModule, ABC):
         stds: Per-band standard deviations, given with ``means`` (a dict for multimodal models).
         tiled_inference: Keyword arguments of ``geofm.inference.tiled_forward``
             (``{"tile_size": 224, "overlap": 32}``), used in validation, test and predict.
-        plot_on_val: Log an image | label | prediction figure of the first sample of the first
-            ``plot_on_val`` validation batches, to loggers that accept figures (TensorBoard).
+        plot_on_val: As in TerraTorch: every ``plot_on_val`` epochs (``true``: every epoch;
+            ``0``/``false``: never), log an image | label | prediction figure of the first
+            sample of each of the first 10 validation batches, to loggers that accept figures
+            (TensorBoard). TerraTorch's default is 10; geofm's is 0.
         rgb_indices: The three bands shown as red, green, blue in plots (else the
             datamodule's ``rgb_indices``, else the first three).
+        tiled_inference_parameters: TerraTorch's tiling settings (``h_crop``, ``w_crop``,
+            ``h_stride``, ``w_stride``, ``crop``, ``stride``, ``delta``, ``batch_size``,
+            ``blend_overlaps``, ``average_patches``, ``padding``): mapped onto
+            ``tiled_inference`` (see :func:`geofm.tasks.terratorch_args.tiled_from_terratorch`)
+            and, as in TerraTorch, used by ``predict`` and, when the flags below are set, by
+            validation and test. Not with ``tiled_inference``.
+        tiled_inference_on_validation: Validate on tiles (with ``tiled_inference_parameters``).
+        tiled_inference_on_testing: Test on tiles (with ``tiled_inference_parameters``).
     """
 
     #: ``task`` argument of the model factory
@@ -284,8 +313,13 @@ class BaseTask(LightningModule, ABC):
         means: list[float] | dict[str, list[float]] | None = None,
         stds: list[float] | dict[str, list[float]] | None = None,
         tiled_inference: dict[str, Any] | None = None,
-        plot_on_val: int = 0,
+        plot_on_val: bool | int = 0,
         rgb_indices: list[int] | None = None,
+        tiled_inference_parameters: dict[str, Any] | None = None,
+        tiled_inference_on_validation: bool = False,
+        tiled_inference_on_testing: bool = False,
+        aux_heads: list[dict[str, Any]] | None = None,
+        lr_overrides: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         # Modules are not hyperparameters: they are neither YAML nor needed to rebuild.
@@ -300,6 +334,38 @@ class BaseTask(LightningModule, ABC):
                 f"tiled_inference must be a dict of tiled_forward arguments such as "
                 f"{{'tile_size': 224, 'overlap': 32}}, got {tiled_inference!r}."
             )
+        self._tiled, self._tiled_stages = self._tiling(
+            tiled_inference,
+            tiled_inference_parameters,
+            tiled_inference_on_validation,
+            tiled_inference_on_testing,
+        )
+        if isinstance(plot_on_val, bool):
+            plot_on_val = int(plot_on_val)  # TerraTorch's true: every epoch
+        if not isinstance(plot_on_val, int) or plot_on_val < 0:
+            raise ValueError(
+                f"model.init_args.plot_on_val={plot_on_val!r} must be true/false or a number of "
+                "epochs between plots (0: never)."
+            )
+        if lr_overrides and param_groups:
+            raise ValueError(
+                "model.init_args.lr_overrides and param_groups both set learning rates by "
+                "parameter name; keep one (lr_overrides {'encoder': 1e-5} is param_groups "
+                "[{pattern: '*encoder*', lr: 1e-5}])."
+            )
+        if aux_heads:
+            if model is not None:
+                raise ValueError(
+                    "model.init_args.aux_heads is built by the model factory, but a ready model "
+                    "was given: add the heads to that model (its auxiliary_heads outputs) instead."
+                )
+            if (model_args or {}).get("aux_decoders"):
+                raise ValueError(
+                    "model.init_args.aux_heads and model_args.aux_decoders both give auxiliary "
+                    "heads; keep one (aux_heads is TerraTorch's name for aux_decoders)."
+                )
+            # Plain dicts in the hyper-parameters: checkpoints load with weights_only=True.
+            self.hparams["aux_heads"] = aux_decoders_from_aux_heads(aux_heads)
         self.num_classes = self._resolve_num_classes() if self.needs_num_classes else None
         self._expected_bands: list[tuple[int, str]] | None = None
         #: Band names the datamodule gives in the current stage (checked against checkpoints);
@@ -320,6 +386,43 @@ class BaseTask(LightningModule, ABC):
         self.predictor = Predictor(self.model, self.preprocess, self.prediction_kind)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ configuration
+    @staticmethod
+    def _tiling(
+        tiled_inference: Mapping[str, Any] | None,
+        terratorch: Mapping[str, Any] | None,
+        on_validation: bool,
+        on_testing: bool,
+    ) -> tuple[dict[str, Any] | None, frozenset[str]]:
+        """The ``tiled_forward`` arguments and the stages that tile.
+
+        geofm's ``tiled_inference`` tiles validation, test and predict; TerraTorch's
+        ``tiled_inference_parameters`` tiles predict, plus validation and test when its flags
+        ask.
+
+        Raises:
+            ValueError: both settings, or a flag without ``tiled_inference_parameters``.
+        """
+        flags = [n for n, on in (("tiled_inference_on_validation", on_validation),
+                                 ("tiled_inference_on_testing", on_testing)) if on]
+        if terratorch is not None:
+            if tiled_inference:
+                raise ValueError(
+                    "model.init_args.tiled_inference_parameters and tiled_inference both set "
+                    "tiling; keep one (tiled_inference_parameters is TerraTorch's form)."
+                )
+            stages = {"predict"}
+            stages |= {"val"} if on_validation else set()
+            stages |= {"test"} if on_testing else set()
+            return tiled_from_terratorch(terratorch), frozenset(stages)
+        if flags:
+            raise ValueError(
+                f"model.init_args.{flags[0]} applies to tiled_inference_parameters (TerraTorch's "
+                "tiling), which is not set; geofm's tiled_inference already tiles validation, "
+                f"test and predict. Remove {flags[0]}."
+            )
+        options = dict(tiled_inference) if tiled_inference else None
+        return options, frozenset(("val", "test", "predict"))
+
     def _resolve_num_classes(self) -> int:
         given = self.hparams.num_classes
         from_args = (self.hparams.model_args or {}).get("num_classes")
@@ -343,6 +446,8 @@ class BaseTask(LightningModule, ABC):
             args = dict(self.hparams.model_args)
             if self.needs_num_classes:
                 args.setdefault("num_classes", self.num_classes)
+            if self.hparams.get("aux_heads"):
+                args["aux_decoders"] = self.hparams.aux_heads
             factory = MODEL_FACTORY_REGISTRY.build(self.hparams.model_factory)
             model = factory.build_model(self.model_task, **args)
         self.model = model
@@ -419,12 +524,16 @@ class BaseTask(LightningModule, ABC):
     def configure_optimizers(self) -> Any:
         """The optimizer (and scheduler) of ``optimizer``, ``lr``, ``param_groups``, ``scheduler``."""
         named = [(name.removeprefix("model."), p) for name, p in self.named_parameters()]
+        groups = self.hparams.param_groups
+        if self.hparams.get("lr_overrides"):
+            trainable = [name for name, p in named if p.requires_grad]
+            groups = param_groups_from_lr_overrides(self.hparams.lr_overrides, trainable)
         optimizer = build_optimizer(
             named,
             self.hparams.optimizer,
             self.hparams.lr,
             self.hparams.optimizer_hparams,
-            self.hparams.param_groups,
+            groups,
         )
         scheduler = build_scheduler(optimizer, self.hparams.scheduler, self.hparams.scheduler_hparams)
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -444,7 +553,7 @@ class BaseTask(LightningModule, ABC):
         # Plots show the datamodule's RGB bands unless the task names its own.
         self.rgb_indices = self.hparams.rgb_indices or getattr(datamodule, "rgb_indices", None)
         self._rgb_modality = getattr(datamodule, "rgb_modality", None)
-        if self.hparams.tiled_inference:
+        if self._tiled:
             modalities = getattr(datamodule, "modalities", None)
             if modalities:  # fail now rather than after a training epoch
                 raise NotImplementedError(_TILED_DICT_MESSAGE.format(list(modalities)))
@@ -762,16 +871,18 @@ class BaseTask(LightningModule, ABC):
                 )
         return {key: batch[key] for key in wanted if key in batch}
 
-    def _inference(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inference(
+        self, batch: Mapping[str, Any], stage: str = "predict"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and probabilities of the predictor (for regression: values, twice).
 
-        Tiled when ``tiled_inference`` is set: the predictor's probabilities are blended, and
-        the logits returned are those whose softmax gives the blend (for losses). Regression
-        values come back as ``(B, H, W)``.
+        Tiled when tiling is set for ``stage`` (``"val"``, ``"test"`` or ``"predict"``): the
+        predictor's probabilities are blended, and the logits returned are those whose softmax
+        gives the blend (for losses). Regression values come back as ``(B, H, W)``.
         """
         inputs = self._model_inputs(batch)
         image = batch["image"]
-        options = self.hparams.tiled_inference
+        options = self._tiled if stage in self._tiled_stages else None
         if not options:
             logits = self.predictor.logits(image, **inputs)
             probabilities = activate(logits, self.predictor.kind)
@@ -867,7 +978,7 @@ class BaseTask(LightningModule, ABC):
             prediction = output.output
             loss = self.criterion(prediction, target) + self._aux_loss(output, target)
         else:
-            prediction = self._inference(batch)[0]
+            prediction = self._inference(batch, stage)[0]
             loss = self.criterion(prediction, target)
         self.log(
             f"{stage}/loss",
@@ -889,7 +1000,7 @@ class BaseTask(LightningModule, ABC):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         _, prediction = self._step(batch, "val")
-        if batch_idx < int(self.hparams.plot_on_val) and not self.trainer.sanity_checking:
+        if self._plots_batch(batch_idx):
             self._plot(batch, prediction, batch_idx)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -923,6 +1034,17 @@ class BaseTask(LightningModule, ABC):
         self._log_epoch_metrics("test")
 
     # ------------------------------------------------------------------ plots
+    def _plots_batch(self, batch_idx: int) -> bool:
+        """Whether validation batch ``batch_idx`` is plotted: one of the first 10 batches of an
+        epoch that ``plot_on_val`` divides (TerraTorch's schedule), outside the sanity check."""
+        period = int(self.hparams.plot_on_val)
+        return (
+            period > 0
+            and batch_idx < TERRATORCH_PLOT_BATCHES
+            and self.current_epoch % period == 0
+            and not self.trainer.sanity_checking
+        )
+
     def _plot(self, batch: Mapping[str, Any], prediction: torch.Tensor, batch_idx: int) -> None:
         writers = [
             logger.experiment

@@ -32,7 +32,8 @@ class ClassificationTask(BaseTask):
         class_weights: One loss weight per class.
         class_names: Names in per-class metrics and plots.
         **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (no
-            ``tiled_inference``: a tile has no label of its own).
+            ``tiled_inference`` nor ``tiled_inference_parameters``: a tile has no label of its
+            own).
     """
 
     model_task = "classification"
@@ -51,11 +52,12 @@ class ClassificationTask(BaseTask):
         class_names: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("tiled_inference"):
-            raise ValueError(
-                f"{type(self).__name__} does not support tiled_inference (one label per image); "
-                "remove it or resize the images in the datamodule."
-            )
+        for key in ("tiled_inference", "tiled_inference_parameters"):
+            if kwargs.get(key):
+                raise ValueError(
+                    f"{type(self).__name__} does not support {key} (one label per image); "
+                    "remove it or resize the images in the datamodule."
+                )
         super().__init__(
             model_factory=model_factory,
             model_args=model_args,

@@ -57,7 +57,8 @@ class SemanticSegmentationTask(BaseTask):
             ``(B, H, W)``), ``"probabilities"`` (``(B, C, H, W)``), ``"logits"`` (with
             ``tiled_inference``: the log of the blended probabilities), or a list.
         **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (optimizer,
-            scheduler, freezing, normalisation, tiled inference, plots).
+            scheduler, freezing, normalisation, tiled inference, plots, and TerraTorch's
+            ``tiled_inference_parameters``, ``lr_overrides``, ``aux_heads``).
     """
 
     model_task = "segmentation"

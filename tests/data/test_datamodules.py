@@ -202,15 +202,16 @@ def test_fractional_float_labels_are_refused(tmp_path):
         _sample(dm, "b_3")
 
 
-def test_constant_scale_applies_before_nodata_replacement(folder):
-    dm = seg_dm(folder, constant_scale=0.5, no_data_replace=-1.0, output_bands=[3])
+def test_nodata_replacement_is_in_file_units_then_scaled(folder):
+    # TerraTorch replaces nodata by no_data_replace, then multiplies by constant_scale.
+    dm = seg_dm(folder, constant_scale=0.5, no_data_replace=-2.0, output_bands=[3])
     dm.setup("test")
     sample = dm.test_dataset[0]
     written = folder.images[dm.test_dataset.names[0]][2]
     nodata = written == IMAGE_NODATA
     image = Preprocess(**dm.preprocess_settings())(sample["image"][None])[0, 0].numpy()
     np.testing.assert_allclose(image[~nodata], written[~nodata] * 0.5)
-    assert np.all(image[nodata] == -1.0)
+    assert np.all(image[nodata] == -1.0)  # -2 * 0.5
     assert dm.constant_scale == 0.5
 
 

@@ -139,9 +139,9 @@ def test_band_enums_aliases_and_case():
         (["BLUE", "GREEN"], [3], r"band number 3 is beyond the 2 bands that dataset_bands"),
         (None, [0], r"band numbers are 1-based"),
         (["A", "A"], None, r"names band 'A' twice"),
-        ([[3, 1]], None, r"inclusive range of 1-based band numbers"),
+        ([[3, 1]], None, r"not an inclusive range \[first, last\] with first <= last"),
         (["A"], [1.5], r"not a band name"),
-        ([0, 1, "BLUE"], [1], r"band number 1 is ambiguous: dataset_bands lists 1 at position 2"),
+        ([[0, 5]], [6], r"integer 6 is ambiguous: dataset_bands does not list it .*\(0..5\).*identifier \(5\)"),
     ],
 )
 def test_band_errors(dataset_bands, output_bands, message):

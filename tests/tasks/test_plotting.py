@@ -55,10 +55,11 @@ class FigureLogger(Logger):
     ],
     ids=["segmentation", "regression", "classification"],
 )
-def test_figures_for_the_first_n_validation_batches(task, kind, panels):
+def test_figures_for_the_first_validation_batches(task, kind, panels):
+    # plot_on_val=2: epoch 0 plots (every 2nd epoch), each of its first 10 batches (here 3).
     logger = FigureLogger()
     trainer(logger=logger, limit_val_batches=3).validate(task(), datamodule=DictDataModule(make_samples(kind, n=6)))
-    assert [tag for tag, _, _ in logger.figures] == ["val/sample_0", "val/sample_1"]
+    assert [tag for tag, _, _ in logger.figures] == ["val/sample_0", "val/sample_1", "val/sample_2"]
     figure = logger.figures[0][1]
     assert len(figure.axes) == panels  # image | label | prediction (+ colour bar for regression)
     if kind == "classification":

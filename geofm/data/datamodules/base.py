@@ -3,8 +3,13 @@
 Datasets return raw values (NaN at nodata). Scaling, nodata filling and normalisation belong
 to the task's :class:`~geofm.models.preprocess.Preprocess`: the datamodule only describes
 them (:meth:`GeoTiffDataModule.preprocess_settings`: ``means``/``stds`` per output band in
-``constant_scale``-d units, ``constant_scale``, ``no_data_replace``, band names and numbers),
-and the task takes that description in its ``setup``.
+``constant_scale``-d units, ``constant_scale``, ``no_data_replace`` in scaled units, band names
+and numbers), and the task takes that description in its ``setup``.
+
+Batching. Samples of one batch must have one shape; :func:`~geofm.data.collate.collate_samples`
+checks every batch and names the files when they differ. ``check_stackability`` (TerraTorch's
+name) checks a whole split before its loader is built, from the files' headers, and batches it
+one sample at a time when its images differ in size, as TerraTorch does.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from geofm.data.albumentations_compat import build_transforms
 from geofm.data.band_selection import BandSelection, BandSpec, band_key, select_bands
 from geofm.data.collate import collate_samples
 from geofm.data.datasets.base import GeoTiffDataset
-from geofm.data.raster import check_band_selection
+from geofm.data.raster import check_band_selection, read_grid
 from geofm.data.sample_transforms import SampleTransform
 from geofm.data.statistics import load_band_values
 from geofm.data.transforms import AugmentationSpec, BatchAugmentation
@@ -58,22 +63,27 @@ class GeoTiffDataModule(pl.LightningDataModule):
     Args:
         batch_size: Samples per batch (all splits).
         num_workers: DataLoader worker processes.
-        means: Per-band means of the output bands, or a statistics file (YAML/JSON with
-            ``means``; see :mod:`geofm.data.statistics`). A list as long as ``dataset_bands`` is
-            reduced to the selected bands; a file that names its ``bands`` is matched by name.
+        means: Per-band means of the output bands, or a statistics file: YAML/JSON with
+            ``means`` (see :mod:`geofm.data.statistics`), or TerraTorch's ``.txt`` of numbers
+            (one per line). A list as long as ``dataset_bands`` is reduced to the selected
+            bands; a file that names its ``bands`` is matched by name.
         stds: Per-band standard deviations, given like ``means``.
-        dataset_bands: The files' bands in file order (names, 1-based numbers, ``[first, last]``
-            ranges; see :mod:`geofm.data.band_selection`).
-        output_bands: Bands given to the model, in order (names or 1-based numbers).
+        dataset_bands: The files' bands in file order: names (``BLUE``, TerraTorch's
+            ``HLSBands`` names...), integer identifiers of unnamed bands, ``[first, last]``
+            runs of them (TerraTorch's ``[[0, 11]]``); see :mod:`geofm.data.band_selection`.
+        output_bands: Bands given to the model, in order: names, identifiers listed in
+            ``dataset_bands``, or 1-based band numbers.
         predict_dataset_bands: ``dataset_bands`` for the predict split, when its files differ.
         predict_output_bands: ``output_bands`` for the predict split; must select as many bands
             as ``output_bands`` (the model's input).
         constant_scale: Factor applied to raw pixel values (by the task's preprocessing, before
-            normalisation).
+            normalisation); ``means``/``stds`` are in scaled units.
         rgb_indices: 0-based positions, among the output bands, of red, green and blue (for
-            plots).
-        no_data_replace: Value (in scaled units) for image nodata pixels (the file's nodata
-            value, NaN or ±inf); ``None`` uses each band's mean (0 after normalisation).
+            plots; TerraTorch's setting).
+        no_data_replace: Value for image nodata pixels (the file's nodata value, NaN or ±inf),
+            in the file's units: as in TerraTorch it replaces them before ``constant_scale``
+            (``-9999`` with ``constant_scale: 0.0001`` gives ``-0.9999``); ``None`` uses each
+            band's mean (0 after normalisation).
         expand_temporal_dimension: Files stack ``T`` frames of ``len(dataset_bands)`` bands,
             time-major; images become ``(C, T, H, W)``.
         date_pattern: How to read acquisition dates for ``temporal_coords`` (see
@@ -90,6 +100,12 @@ class GeoTiffDataModule(pl.LightningDataModule):
         pin_memory: Pin host memory in the data loaders.
         persistent_workers: Keep workers alive between epochs (only when ``num_workers > 0``).
         mask_fill: Value for mask pixels brought in from outside the image by an augmentation.
+        check_stackability: Before building a split's loader, read every image's header; when
+            the images differ in size (or, when all bands are read, in band count), log a
+            warning and batch that split one sample at a time, as TerraTorch does. ``False``
+            (geofm's default, as it reads no file; TerraTorch's is ``True``) leaves
+            ``batch_size`` as it is: a batch of different sizes is then an error naming its
+            files.
     """
 
     def __init__(
@@ -115,6 +131,7 @@ class GeoTiffDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         mask_fill: float | None = None,
+        check_stackability: bool = False,
     ):
         super().__init__()
         if batch_size < 1:
@@ -135,6 +152,8 @@ class GeoTiffDataModule(pl.LightningDataModule):
         self.expand_temporal_dimension = expand_temporal_dimension
         self.date_pattern = date_pattern
         self.rgb_indices = list(rgb_indices) if rgb_indices is not None else None
+        self.check_stackability = check_stackability
+        self._split_batch_size: dict[str, int] = {}
 
         # Resolved now so that a wrong band name fails at construction, before any training.
         self.selection: BandSelection = select_bands(dataset_bands, output_bands)
@@ -221,14 +240,16 @@ class GeoTiffDataModule(pl.LightningDataModule):
         """What the task's :class:`~geofm.models.preprocess.Preprocess` takes from this datamodule.
 
         Returns:
-            ``mean``, ``std``, ``constant_scale``, ``no_data_replace``, ``bands`` (output band
-            names, when known) and ``band_indexes`` (1-based file band numbers, when known).
+            ``mean``, ``std``, ``constant_scale``, ``no_data_replace`` (in scaled units: the
+            setting times ``constant_scale``), ``bands`` (output band names, when known) and
+            ``band_indexes`` (1-based file band numbers, when known).
         """
+        fill = self.no_data_replace
         return {
             "mean": self.means,
             "std": self.stds,
             "constant_scale": self.constant_scale,
-            "no_data_replace": self.no_data_replace,
+            "no_data_replace": None if fill is None else float(fill) * self.constant_scale,
             "bands": self.band_names,
             "band_indexes": list(self.selection.indexes) if self.selection.indexes else None,
         }
@@ -283,17 +304,41 @@ class GeoTiffDataModule(pl.LightningDataModule):
                 return []  # type: ignore[return-value]  # Lightning skips an empty list
             raise RuntimeError(f"The {split} dataset is not set up; call setup() first.")
         train = split == "train"
+        batch_size = self._stackable_batch_size(split, dataset)
         # drop_last on a split smaller than one batch would leave no batch at all.
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             shuffle=train,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
+            drop_last=train and self.drop_last and len(dataset) >= batch_size,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    def _stackable_batch_size(self, split: str, dataset: Any) -> int:
+        """``batch_size``, or 1 when ``check_stackability`` finds images of different shapes."""
+        if not self.check_stackability or self.batch_size == 1 or len(dataset) < 2:
+            return self.batch_size
+        if split not in self._split_batch_size:
+            shapes: dict[tuple[Any, ...], str] = {}
+            for name, shape in _file_shapes(dataset):
+                shapes.setdefault(shape, name)
+            size = self.batch_size
+            if len(shapes) > 1:
+                size = 1
+                examples = "; ".join(f"{s} ('{n}')" for s, n in list(shapes.items())[:3])
+                log.warning(
+                    "check_stackability: the %s split's images have %d different shapes "
+                    "(height, width[, bands]): %s. Batching them one at a time (batch_size=1), as "
+                    "TerraTorch does; crop or resize them to one size to batch them.",
+                    split,
+                    len(shapes),
+                    examples,
+                )
+            self._split_batch_size[split] = size
+        return self._split_batch_size[split]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""
@@ -348,3 +393,26 @@ class GeoTiffDataModule(pl.LightningDataModule):
         if is_overridden("on_after_batch_transfer", module, parent=pl.LightningModule):
             batch = module.on_after_batch_transfer(batch, dataloader_idx)
         return batch
+
+
+def _file_shapes(dataset: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """``(file, shape)`` of each sample from the file headers: ``(height, width)``, plus the
+    band count when every band is read; by modality for multimodal samples."""
+
+    def shape(path: Any, selection: BandSelection | None) -> tuple[int, ...]:
+        grid = read_grid(path)
+        every_band = selection is None or selection.indexes is None
+        return (grid.height, grid.width, grid.count) if every_band else (grid.height, grid.width)
+
+    files = getattr(dataset, "sample_files", None)
+    if files is not None:  # multimodal: one file per modality
+        selections = getattr(dataset, "selections", {})
+        return [
+            (
+                str(next(iter(by.values()))),
+                tuple((m, *shape(p, selections.get(m))) for m, p in by.items()),
+            )
+            for by in files
+        ]
+    selection = getattr(dataset, "selection", None)
+    return [(str(p), shape(p, selection)) for p in dataset.image_files]

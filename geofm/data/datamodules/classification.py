@@ -34,11 +34,14 @@ class GenericNonGeoClassificationDataModule(GeoTiffDataModule):
         num_classes: Number of classes; checked against the class folders when given.
         class_names: Class names in index order; default: the folders of the first configured
             root among train, val, test.
-        train_split: File listing training sample names (exact match).
+        train_split: File listing training sample names.
         val_split: File listing validation sample names.
         test_split: File listing test sample names.
         ignore_split_file_extensions: Compare split names without file extensions.
-        allow_substring_split_file: Accepted for TerraTorch configs; only ``False`` is supported.
+        allow_substring_split_file: A split entry selects every image whose name contains it,
+            as TerraTorch does; ``False`` (geofm's default; TerraTorch's is ``True``) matches
+            names exactly (see
+            :class:`~geofm.data.datamodules.pixel_wise.GenericPixelWiseDataModule`).
         **kwargs: Settings of :class:`~geofm.data.datamodules.base.GeoTiffDataModule`.
     """
 
@@ -60,11 +63,6 @@ class GenericNonGeoClassificationDataModule(GeoTiffDataModule):
         allow_substring_split_file: bool = False,
         **kwargs: Any,
     ):
-        if allow_substring_split_file:
-            raise ValueError(
-                "allow_substring_split_file=True is not supported: split files list sample "
-                "names that match exactly. List full names instead."
-            )
         super().__init__(batch_size, num_workers, **kwargs)
         self.roots = dict(
             zip(
@@ -78,6 +76,7 @@ class GenericNonGeoClassificationDataModule(GeoTiffDataModule):
         self.num_classes = num_classes
         self._class_names = list(class_names) if class_names is not None else None
         self.ignore_split_file_extensions = ignore_split_file_extensions
+        self.allow_substring_split_file = allow_substring_split_file
 
     @property
     def class_names(self) -> list[str]:
@@ -127,6 +126,7 @@ class GenericNonGeoClassificationDataModule(GeoTiffDataModule):
             classes=None if predict else self.class_names,
             split=self.splits[split],
             ignore_split_file_extensions=self.ignore_split_file_extensions,
+            allow_substring_split_file=self.allow_substring_split_file,
             with_labels=not predict,
             arg_prefix=f"{split}_",
             dataset_bands=dataset_bands,

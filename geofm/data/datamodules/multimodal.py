@@ -94,7 +94,8 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
         means: ``{modality: per-band means or statistics file}``.
         stds: ``{modality: per-band stds or statistics file}``.
         constant_scale: ``{modality: factor}`` or one factor for all.
-        no_data_replace: ``{modality: value}`` or one value for image nodata pixels.
+        no_data_replace: ``{modality: value}`` or one value for image nodata pixels, in the
+            files' units (replaced before ``constant_scale``, as in TerraTorch).
         no_label_replace: Value for label nodata pixels (also for mask pixels an augmentation
             brings in from outside the image).
         num_classes: Number of classes (segmentation labels are checked against it).
@@ -114,6 +115,9 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
         drop_last: Drop the last incomplete training batch.
         pin_memory: Pin host memory.
         persistent_workers: Keep workers between epochs.
+        check_stackability: Batch a split one sample at a time when its files differ in size
+            (read from their headers), as TerraTorch does (see
+            :class:`~geofm.data.datamodules.base.GeoTiffDataModule`).
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
         drop_last: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        check_stackability: bool = False,
     ):
         self.modalities = [str(m) for m in modalities]
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
@@ -178,6 +183,7 @@ class GenericMultiModalDataModule(GeoTiffDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers,
             mask_fill=no_label_replace,
+            check_stackability=check_stackability,
         )
         ms = self.modalities
         self.roots: dict[str, dict[str, Any] | None] = {}

@@ -19,8 +19,9 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
     and its label pair by their common name, the text the patterns' wildcards match
     (``Spain_7370579`` for ``img_grep="*_S2Hand.tif"``, ``label_grep="*_LabelHand.tif"``),
     whatever order the folders sort in. A split file lists sample names, one a line, matched
-    exactly (``a_1`` never selects ``a_10``). ``predict_data_root`` alone is enough for
-    ``predict``: it needs no labels and no other root.
+    exactly (``a_1`` never selects ``a_10``) unless ``allow_substring_split_file`` is set.
+    ``predict_data_root`` alone is enough for ``predict``: it needs no labels and no other
+    root.
 
     Batches: ``image`` ``(B, C, H, W)`` / ``(B, C, T, H, W)`` float32, ``mask`` ``(B, H, W)``,
     ``nodata_mask`` ``(B, H, W)`` bool, and lists ``filename``, ``crs`` (WKT), ``transform``
@@ -42,8 +43,13 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
         val_split: File listing the validation sample names.
         test_split: File listing the test sample names.
         ignore_split_file_extensions: Compare split names without file extensions.
-        allow_substring_split_file: Accepted for TerraTorch configs; only ``False`` is
-            supported (names match exactly).
+        allow_substring_split_file: A split entry selects every sample whose common name or
+            file name contains it, as TerraTorch does (``Spain`` selects every ``Spain_*``
+            sample); one warning lists samples that several entries select and entries that
+            name a sample exactly but select others too. ``False`` (geofm's default; TerraTorch's
+            is ``True``) matches names exactly, so that ``a_1`` never selects ``a_10``; a split
+            file whose entries are only parts of names then fails with a message saying to set
+            this. Without a split file it changes nothing.
         no_label_replace: Value for label pixels equal to the label file's nodata value (or
             NaN); also written where an augmentation brings in pixels from outside the image.
         **kwargs: Settings of :class:`~geofm.data.datamodules.base.GeoTiffDataModule`
@@ -74,11 +80,6 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
         no_label_replace: float | None = None,
         **kwargs: Any,
     ):
-        if allow_substring_split_file:
-            raise ValueError(
-                "allow_substring_split_file=True is not supported: split files list sample "
-                "names that match exactly (a_1 never selects a_10). List full names instead."
-            )
         kwargs.setdefault("mask_fill", self._mask_fill(no_label_replace))
         super().__init__(batch_size, num_workers, **kwargs)
         self.roots = dict(
@@ -98,6 +99,7 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
         self.img_grep = img_grep
         self.label_grep = label_grep
         self.ignore_split_file_extensions = ignore_split_file_extensions
+        self.allow_substring_split_file = allow_substring_split_file
         self.no_label_replace = no_label_replace
 
     @staticmethod
@@ -128,6 +130,7 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
             label_grep=self.label_grep,
             split=self.splits[split],
             ignore_split_file_extensions=self.ignore_split_file_extensions,
+            allow_substring_split_file=self.allow_substring_split_file,
             dataset_bands=overrides[0] if overrides[0] is not None else self.dataset_bands,
             output_bands=overrides[1] if overrides[1] is not None else self.output_bands,
             no_label_replace=self.no_label_replace,

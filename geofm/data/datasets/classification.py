@@ -35,8 +35,10 @@ class GenericNonGeoClassificationDataset(GeoTiffDataset):
         img_grep: Glob pattern of images inside each class folder.
         classes: Class names in index order; the folders of ``data_root`` must be among them
             (so that every split maps names to the same indices).
-        split: A file listing sample names (common names or file names, exact match).
+        split: A file listing sample names (common names or file names).
         ignore_split_file_extensions: Compare split names without file extensions.
+        allow_substring_split_file: A split entry selects every image whose name contains it
+            (TerraTorch's rule); ``False`` matches names exactly.
         with_labels: ``False`` for prediction folders: images directly in ``data_root`` and in
             its sub-folders are used, without labels.
         arg_prefix: Prefix of setting names in messages.
@@ -51,6 +53,7 @@ class GenericNonGeoClassificationDataset(GeoTiffDataset):
         classes: Sequence[str] | None = None,
         split: str | Path | None = None,
         ignore_split_file_extensions: bool = True,
+        allow_substring_split_file: bool = False,
         with_labels: bool = True,
         arg_prefix: str = "",
         dataset_bands: Sequence[BandSpec] | None = None,
@@ -91,6 +94,7 @@ class GenericNonGeoClassificationDataset(GeoTiffDataset):
                 read_split_file(split, split_arg),
                 ignore_extensions=ignore_split_file_extensions,
                 arg=split_arg,
+                substring=allow_substring_split_file,
             )
             kept = {f.path for f in keep}
             found = [(f, i) for f, i in found if f.path in kept]

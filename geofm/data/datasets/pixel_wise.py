@@ -45,9 +45,12 @@ class GenericPixelWiseDataset(GeoTiffDataset):
         label_data_root: Folder of labels; defaults to ``data_root``.
         img_grep: Glob pattern of images, relative to ``data_root``.
         label_grep: Glob pattern of labels, relative to ``label_data_root``.
-        split: A file listing sample names, one a line; only those samples are used. Names
-            match exactly (see :func:`geofm.data.files.select_split`), never as substrings.
+        split: A file listing sample names, one a line; only those samples are used (see
+            :func:`geofm.data.files.select_split`).
         ignore_split_file_extensions: Compare split names without file extensions.
+        allow_substring_split_file: A split entry selects every sample whose name contains it
+            (TerraTorch's rule); ``False`` matches names exactly (``a_1`` never selects
+            ``a_10``).
         dataset_bands: The image files' bands in file order (see
             :mod:`geofm.data.band_selection`).
         output_bands: Bands to return, in order.
@@ -72,6 +75,7 @@ class GenericPixelWiseDataset(GeoTiffDataset):
         label_grep: str = "*",
         split: str | Path | None = None,
         ignore_split_file_extensions: bool = True,
+        allow_substring_split_file: bool = False,
         dataset_bands: Sequence[BandSpec] | None = None,
         output_bands: Sequence[BandSpec] | None = None,
         no_label_replace: float | None = None,
@@ -100,10 +104,18 @@ class GenericPixelWiseDataset(GeoTiffDataset):
             raise FileNotFoundError(f"No image found with {img_desc}{hint}.")
         if split_names is not None:
             images = select_split(
-                images, split_names, ignore_extensions=ignore_split_file_extensions, arg=split_arg
+                images,
+                split_names,
+                ignore_extensions=ignore_split_file_extensions,
+                arg=split_arg,
+                substring=allow_substring_split_file,
             )
             labels = select_split(
-                labels, split_names, ignore_extensions=ignore_split_file_extensions, strict=False
+                labels,
+                split_names,
+                ignore_extensions=ignore_split_file_extensions,
+                strict=False,
+                substring=allow_substring_split_file,
             )
 
         super().__init__(

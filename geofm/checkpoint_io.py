@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes on any local filesystem, reads that name a bad file.
+"""Checkpoint (and other run) files: atomic writes on any local filesystem, reads that name a
+bad file.
 
 Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction whose temporary file is
 made by ``tempfile.mkstemp()`` in the system temp folder, then *moved* over the target: across
@@ -15,14 +16,14 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from geofm.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "load_checkpoint_file"]
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "atomic_write", "load_checkpoint_file"]
 
 
 def _is_local(path: str | os.PathLike) -> bool:
@@ -30,8 +31,8 @@ def _is_local(path: str | os.PathLike) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` that leaves either the old file or the complete new one.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through ``write(handle)`` so that it is either the old file or the new one.
 
     The data goes to a hidden temporary file in the target's folder, is flushed and fsynced,
     then renamed over the target; on any error the temporary file is removed.
@@ -41,7 +42,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -49,6 +50,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # so that the rename itself survives a power cut
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` that leaves either the old file or the complete new one."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -49,6 +49,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -63,6 +64,7 @@ from geofm.models.preprocess import MultiModalPreprocess, Preprocess, modality_k
 from geofm.registry import MODEL_FACTORY_REGISTRY
 from geofm.tasks import plotting
 from geofm.tasks.losses import build_loss
+from geofm.tasks.metrics import write_metrics_csv
 from geofm.tasks.optim import build_optimizer, build_scheduler
 from geofm.tasks.terratorch_args import (
     TERRATORCH_PLOT_BATCHES,
@@ -277,6 +279,9 @@ class BaseTask(LightningModule, ABC):
             validation and test. Not with ``tiled_inference``.
         tiled_inference_on_validation: Validate on tiles (with ``tiled_inference_parameters``).
         tiled_inference_on_testing: Test on tiles (with ``tiled_inference_parameters``).
+        path_to_record_metrics: TerraTorch's setting: a folder where each test run also writes
+            its metrics as ``metrics.csv`` (columns ``Metric``, ``Value``; the epoch's values
+            over the whole test set, which TerraTorch's file gives only for its last batch).
     """
 
     #: ``task`` argument of the model factory
@@ -320,6 +325,7 @@ class BaseTask(LightningModule, ABC):
         tiled_inference_on_testing: bool = False,
         aux_heads: list[dict[str, Any]] | None = None,
         lr_overrides: dict[str, float] | None = None,
+        path_to_record_metrics: str | None = None,
     ) -> None:
         super().__init__()
         # Modules are not hyperparameters: they are neither YAML nor needed to rebuild.
@@ -1015,14 +1021,17 @@ class BaseTask(LightningModule, ABC):
         result.update({key: value for key, value in batch.items() if key not in _DATA_KEYS})
         return result
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """Log the epoch's metrics of ``stage`` and return them (None when nothing updated them)."""
         if stage not in self._updated_stages:
-            return
+            return None
         metrics = self._metrics(stage)
         # torchmetrics syncs its states across processes in compute(); no sync_dist needed.
-        self.log_dict(metrics.compute())
+        values = metrics.compute()
+        self.log_dict(values)
         metrics.reset()
         self._updated_stages.discard(stage)
+        return values
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -1031,7 +1040,9 @@ class BaseTask(LightningModule, ABC):
         self._log_epoch_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
+        metrics = self._log_epoch_metrics("test")
+        if metrics and self.hparams.get("path_to_record_metrics") and self.trainer.is_global_zero:
+            write_metrics_csv(Path(self.hparams.path_to_record_metrics) / "metrics.csv", metrics)
 
     # ------------------------------------------------------------------ plots
     def _plots_batch(self, batch_idx: int) -> bool:

@@ -18,15 +18,22 @@ Per-class metrics are named after ``class_names`` (class indices when there are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import torch
 from torchmetrics import ClasswiseWrapper, MetricCollection
+
+from geofm.checkpoint_io import atomic_write
 
 __all__ = [
     "segmentation_metrics",
     "regression_metrics",
     "classification_metrics",
     "multilabel_metrics",
+    "write_metrics_csv",
 ]
 
 
@@ -114,3 +121,14 @@ def multilabel_metrics(
             cls(average="none", **common), labels=labels, prefix=f"{name}_"
         )
     return MetricCollection(metrics)
+
+
+def write_metrics_csv(path: Path, metrics: Mapping[str, torch.Tensor]) -> None:
+    """``metrics`` as a ``Metric,Value`` CSV table (TerraTorch's ``metrics.csv``), written
+    atomically."""
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(["Metric", "Value"])
+    for name, value in metrics.items():
+        table.writerow([name, float(value)])
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode()))

@@ -56,6 +56,8 @@ class SemanticSegmentationTask(BaseTask):
         output_on_inference: What ``predict_step`` returns: ``"prediction"`` (class map
             ``(B, H, W)``), ``"probabilities"`` (``(B, C, H, W)``), ``"logits"`` (with
             ``tiled_inference``: the log of the blended probabilities), or a list.
+        output_most_probable: TerraTorch's older switch: ``false`` is
+            ``output_on_inference: probabilities``.
         **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (optimizer,
             scheduler, freezing, normalisation, tiled inference, plots, and TerraTorch's
             ``tiled_inference_parameters``, ``lr_overrides``, ``aux_heads``).
@@ -76,9 +78,16 @@ class SemanticSegmentationTask(BaseTask):
         class_weights: list[float] | None = None,
         class_names: list[str] | None = None,
         output_on_inference: str | list[str] = "prediction",
+        output_most_probable: bool = True,
         **kwargs: Any,
     ) -> None:
         _inference_outputs(output_on_inference)  # validate before building anything
+        if not output_most_probable and output_on_inference != "prediction":
+            raise ValueError(
+                "model.init_args.output_most_probable: false and output_on_inference both choose "
+                "what predict returns; keep output_on_inference (TerraTorch deprecated "
+                "output_most_probable: false for output_on_inference: probabilities)."
+            )
         super().__init__(
             model_factory=model_factory,
             model_args=model_args,
@@ -90,6 +99,8 @@ class SemanticSegmentationTask(BaseTask):
             class_names=class_names,
             **kwargs,
         )
+        if not output_most_probable:
+            self.hparams["output_on_inference"] = "probabilities"
 
     def build_metrics(self) -> MetricCollection:
         return segmentation_metrics(self.num_classes, self.hparams.ignore_index, self.hparams.class_names)

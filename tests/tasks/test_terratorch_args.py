@@ -278,3 +278,31 @@ def test_terratorch_config_with_these_names_trains(tmp_path, folders):  # noqa: 
     for group in optimizer.param_groups:
         ids = {id(p) for p in group["params"]}
         assert ids <= encoder if group["lr"] == 1e-5 else not ids & encoder
+
+
+# ---------------------------------------------------------------- output_most_probable, path_to_record_metrics
+def test_output_most_probable_false_returns_probabilities():
+    dm = DictDataModule(make_samples("segmentation", n=2))
+    task = SemanticSegmentationTask(model=PointwiseModel(), num_classes=3, output_most_probable=False)
+    out = trainer(limit_predict_batches=1).predict(task, datamodule=dm)[0]
+    assert set(out) >= {"probabilities"} and "prediction" not in out
+    torch.testing.assert_close(out["probabilities"].sum(1), torch.ones_like(out["probabilities"][:, 0]))
+    default = SemanticSegmentationTask(model=PointwiseModel(), num_classes=3)
+    assert "prediction" in trainer(limit_predict_batches=1).predict(default, datamodule=dm)[0]
+    with pytest.raises(ValueError, match="output_most_probable: false and output_on_inference"):
+        SemanticSegmentationTask(model=PointwiseModel(), num_classes=3, output_most_probable=False,
+                                 output_on_inference="logits")
+
+
+def test_path_to_record_metrics_writes_the_test_metrics(tmp_path):
+    import csv
+
+    dm = DictDataModule(make_samples("segmentation", n=4))
+    task = SemanticSegmentationTask(model=PointwiseModel(), num_classes=3, path_to_record_metrics=str(tmp_path / "m"))
+    logged = trainer().test(task, datamodule=dm)[0]
+    rows = list(csv.reader((tmp_path / "m" / "metrics.csv").open()))
+    assert rows[0] == ["Metric", "Value"]
+    written = {name: float(value) for name, value in rows[1:]}
+    assert written["test/mIoU"] == pytest.approx(logged["test/mIoU"])
+    assert set(written) == {k for k in logged if k != "test/loss"}
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name != "metrics.csv"]  # no temporary file left

@@ -108,7 +108,7 @@ model:
       backbone_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
       necks:
         - name: SelectIndices
-          indices: [2, 5, 8, 11]
+          indices: [0, 1, 2, 3]
         - name: ReshapeTokensToImage
         - name: LearnedInterpolateToPyramidal
       decoder: UNetDecoder
@@ -235,7 +235,7 @@ model:
       head_channel_list: [16]
       necks:
         - name: SelectIndices
-          indices: [2, 5, 8, 11]
+          indices: [0, 1, 2, 3]
         - name: ReshapeTokensToImage
         - name: LearnedInterpolateToPyramidal
       decoder: smp_FPN
@@ -355,7 +355,7 @@ model:
       backbone_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
       necks:
         - name: SelectIndices
-          indices: [2, 5, 8, 11]
+          indices: [0, 1, 2, 3]
         - name: ReshapeTokensToImage
         - name: LearnedInterpolateToPyramidal
       decoder: UNetDecoder

@@ -149,6 +149,11 @@ def _vertical_flip(p: float = 0.5) -> nn.Module:
     return K.RandomVerticalFlip(p=p)
 
 
+def _flip(p: float = 0.5) -> nn.Module:
+    # albumentations 1.4's Flip (gone in 2): horizontal, vertical or both, one third each.
+    return RandomSquareSymmetry((7, 5, 2), p=p)
+
+
 def _random_rotate90(p: float = 0.5) -> nn.Module:
     return RandomSquareSymmetry((0, 1, 2, 3), p=p)
 
@@ -208,6 +213,7 @@ def _random_resized_crop(
 MAPPED_TRANSFORMS: dict[str, Callable[..., nn.Module]] = {
     "HorizontalFlip": _horizontal_flip,
     "VerticalFlip": _vertical_flip,
+    "Flip": _flip,
     "RandomRotate90": _random_rotate90,
     "D4": _d4,
     "SquareSymmetry": _d4,  # albumentations 2's name for D4

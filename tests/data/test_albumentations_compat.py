@@ -51,6 +51,7 @@ def symmetries(square: torch.Tensor) -> list[torch.Tensor]:
     [
         ("HorizontalFlip", 0.5, "RandomHorizontalFlip"),
         ("VerticalFlip", 0.5, "RandomVerticalFlip"),
+        ("Flip", 0.5, "RandomSquareSymmetry"),  # albumentations 1.4 only
         ("RandomRotate90", 0.5, "RandomSquareSymmetry"),  # albumentations 1.4.10 (TerraTorch's)
         ("D4", 1.0, "RandomSquareSymmetry"),
         ("SquareSymmetry", 1.0, "RandomSquareSymmetry"),
@@ -121,6 +122,21 @@ def test_d4_draws_the_8_symmetries_evenly_and_masks_follow(temporal):
                 assert torch.equal(frames[band, t], expected)
         assert torch.equal(out["nodata_mask"][i], symmetries(nodata[0])[which])
     assert all(abs(c / n - 1 / 8) < 0.04 for c in counts), counts
+
+
+def test_flip_draws_horizontal_vertical_or_both_on_any_shape():
+    """albumentations 1.4's Flip: one of the three flips, evenly; no turn of a non-square chip."""
+    torch.manual_seed(2)
+    n = 600
+    chip = torch.arange(12).view(3, 4)  # not square: no transposition may be drawn
+    out = device_only([alb("Flip", p=1.0)])({"image": chip.expand(n, 1, 3, 4).float(), "mask": chip.expand(n, 3, 4)})
+    options = [chip.flip(-1), chip.flip(-2), chip.flip(-1).flip(-2)]
+    counts = [0, 0, 0]
+    for image, mask in zip(out["image"], out["mask"]):
+        which = [torch.equal(mask, o) for o in options].index(True)
+        counts[which] += 1
+        assert torch.equal(image[0].long(), mask)
+    assert all(abs(c / n - 1 / 3) < 0.06 for c in counts), counts
 
 
 def test_random_rotate90_only_turns():

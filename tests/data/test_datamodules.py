@@ -530,3 +530,12 @@ def test_label_pixel_size_rounding_is_not_a_mismatch(folder):
     with rasterio.open(folder.label_root / "lbl_a_1.tif", "w", **profile) as dst:
         dst.write(label[None])
     assert _read_a_1(folder)["mask"].shape == (32, 32)
+
+
+def test_mask_fill_null_from_a_config_keeps_no_label_replace(folder):
+    """The CLI passes mask_fill: null when a config says nothing: pixels a rotation brings in
+    still get no_label_replace, and an explicit mask_fill wins."""
+    rotate = [{"class_path": "kornia.augmentation.RandomRotation", "init_args": {"degrees": 30.0}}]
+    dm = seg_dm(folder, train_transform=rotate, no_label_replace=-1, mask_fill=None)
+    assert dm.augmentations["train"].mask_fill == -1
+    assert seg_dm(folder, train_transform=rotate, no_label_replace=-1, mask_fill=7).augmentations["train"].mask_fill == 7

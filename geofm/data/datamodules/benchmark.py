@@ -150,8 +150,6 @@ class BenchmarkSegmentationDataModule(GenericNonGeoSegmentationDataModule):
                 "(and bands), or use GenericNonGeoSegmentationDataModule to choose folders, "
                 "patterns and split files yourself."
             )
-        # Configs pass mask_fill: null explicitly; the generic default (no_label_replace) holds.
-        fill_defaults(kwargs, mask_fill=self._mask_fill(kwargs.get("no_label_replace")))
         if use_metadata and self.METADATA_NOTE:
             log.warning("%s: use_metadata=True, but %s", owner, self.METADATA_NOTE)
         if any(build_transforms(predict_transform, "predict_transform")):

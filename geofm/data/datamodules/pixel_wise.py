@@ -80,7 +80,8 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
         no_label_replace: float | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("mask_fill", self._mask_fill(no_label_replace))
+        if kwargs.get("mask_fill") is None:  # a config passes mask_fill: null when it says nothing
+            kwargs["mask_fill"] = self._mask_fill(no_label_replace)
         super().__init__(batch_size, num_workers, **kwargs)
         self.roots = dict(
             zip(

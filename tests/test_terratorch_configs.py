@@ -2,7 +2,7 @@
 
 Each config below is written as TerraTorch's examples and integration tests write theirs
 (burn scars, Sen1Floods11 with smp and through its named datamodule, the manufactured tiled
-test, AGB regression, ForestNet with timm, multi-temporal crops), scaled down to tiny models and generated
+test, AGB regression, ForestNet with timm, multi-temporal crops, multimodal TerraMind), scaled down to tiny models and generated
 chips. Every construct of the issue appears in at least one of them: albumentations transforms,
 ``ToTensorV2``, HLS band names and 0-based band intervals, ``-1`` placeholder bands, ``.txt``
 split files and statistics, ``tiled_inference_parameters``, ``plot_on_val`` as bool and int,
@@ -510,6 +510,90 @@ model:
     freeze_decoder: false
 """ + OPTIMIZER
 
+# integrationtests/configs/test_terramind_base.yaml: two modalities, bands by index per modality,
+# rgb_modality, TerraMind through necks into UNetDecoder.
+TERRAMIND_MULTIMODAL = """
+data:
+  class_path: terratorch.datamodules.GenericMultiModalDataModule
+  init_args:
+    task: 'segmentation'
+    batch_size: 2
+    num_workers: 0
+    no_label_replace: -1
+    no_data_replace: 0
+    dataset_bands:
+      S1GRD: [0, 1]
+      S2L1C: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    output_bands:
+      S1GRD: [0, 1]
+      S2L1C: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    modalities: [S2L1C, S1GRD]
+    rgb_modality: S2L1C
+    rgb_indices: [1, 2, 3]
+    train_data_root:
+      S2L1C: {mm}/S2L1CHand
+      S1GRD: {mm}/S1GRDHand
+    train_label_data_root: {mm}/LabelHand
+    val_data_root:
+      S2L1C: {mm}/S2L1CHand
+      S1GRD: {mm}/S1GRDHand
+    val_label_data_root: {mm}/LabelHand
+    test_data_root:
+      S2L1C: {mm}/S2L1CHand
+      S1GRD: {mm}/S1GRDHand
+    test_label_data_root: {mm}/LabelHand
+    train_split: {mm}/splits/flood_train_data.txt
+    test_split: {mm}/splits/flood_valid_data.txt
+    val_split: {mm}/splits/flood_valid_data.txt
+    image_grep:
+      S1GRD: '*_S1Hand.tif'
+      S2L1C: '*_S2Hand.tif'
+    label_grep: "*_LabelHand.tif"
+    num_classes: 2
+    means:
+      S1GRD: [-10.46, -17.28]
+      S2L1C: [1631.6, 1403.8, 1371.1, 1231.8, 1471.0, 2369.5, 2819.1, 2600.5, 3047.2, 487.4, 56.2, 2038.5, 1194.4]
+    stds:
+      S1GRD: [4.10, 4.72]
+      S2L1C: [734.8, 774.3, 769.9, 900.7, 808.7, 947.3, 1109.4, 1048.0, 1223.9, 342.1, 114.6, 1019.2, 795.1]
+    train_transform:
+      - class_path: albumentations.D4
+      - class_path: ToTensorV2
+model:
+  class_path: terratorch.tasks.SemanticSegmentationTask
+  init_args:
+    model_factory: EncoderDecoderFactory
+    model_args:
+      backbone: terramind_v1_tiny
+      backbone_pretrained: false
+      backbone_modalities: [S2L1C, S1GRD]
+      backbone_merge_method: mean
+      backbone_bands:
+        S1GRD: [0, 1]
+        S2L1C: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+      necks:
+        - name: SelectIndices
+          indices: [2, 5, 8, 11]
+        - name: ReshapeTokensToImage
+          remove_cls_token: False
+        - name: LearnedInterpolateToPyramidal
+      decoder: UNetDecoder
+      decoder_channels: [64, 32, 16, 8]
+      head_dropout: 0.1
+      num_classes: 2
+    loss: ce
+    plot_on_val: 2
+    ignore_index: -1
+    freeze_backbone: false
+    freeze_decoder: false
+    tiled_inference_parameters:
+      h_crop: 64
+      h_stride: 48
+      w_crop: 64
+      w_stride: 48
+      average_patches: True
+""" + OPTIMIZER
+
 CONFIGS = {
     "burn_scars": BURN_SCARS,
     "manufactured_tiled": MANUFACTURED_TILED,
@@ -520,6 +604,7 @@ CONFIGS = {
     "forestnet_timm": FORESTNET_TIMM,
     "multi_temporal_crop": MULTI_TEMPORAL_CROP,
     "sen1floods11_named": SEN1FLOODS11_NAMED,
+    "terramind_multimodal": TERRAMIND_MULTIMODAL,
 }
 
 
@@ -549,10 +634,23 @@ def data(tmp_path_factory) -> dict[str, Path]:
     (s2 / "splits" / "flood_valid_data.txt").write_text("\n".join(events[2:]) + "\n")
     (s2 / "means.txt").write_text("\n".join(["0.14", "0.14", "0.12", "0.31", "0.20", "0.12"]) + "\n")
     (s2 / "stds.txt").write_text("\n".join(["0.07", "0.07", "0.09", "0.12", "0.10", "0.08"]) + "\n")
+    # Sen1Floods11 multimodal: S2 L1C (13 bands) and S1 GRD (2 bands, dB) on one grid.
+    mm = root / "mm"
+    for i, event in enumerate(events):
+        origin = (440280.0 + 10_000 * i, 3159720.0)
+        write_tif(mm / "S2L1CHand" / f"{event}_S2Hand.tif", rng.uniform(0, 4000, (13, 64, 64)).astype("float32"),
+                  origin=origin)
+        write_tif(mm / "S1GRDHand" / f"{event}_S1Hand.tif", rng.uniform(-25, -5, (2, 64, 64)).astype("float32"),
+                  origin=origin)
+        write_tif(mm / "LabelHand" / f"{event}_LabelHand.tif", rng.integers(-1, 2, (64, 64)).astype("int16"),
+                  nodata=-1, origin=origin)
+    (mm / "splits").mkdir()
+    (mm / "splits" / "flood_train_data.txt").write_text("\n".join(events[:2]) + "\n")
+    (mm / "splits" / "flood_valid_data.txt").write_text("\n".join(events[2:]) + "\n")
     make_crop(root / "crop", size=32)
     make_sen1floods11(root / "floods", size=32)
     return {"seg": root / "seg", "seg8": root / "seg8", "reg": root / "reg", "cls": root / "cls", "s2": s2,
-            "crop": root / "crop", "floods": root / "floods"}
+            "crop": root / "crop", "floods": root / "floods", "mm": mm}
 
 
 def write(tmp_path: Path, data: dict[str, Path], name: str, prefix: str) -> Path:

@@ -10,6 +10,7 @@ import torch
 
 from geofm.inference.predictor import output_tensor
 from geofm.inference.tiling import (
+    Tile,
     TileGrid,
     WindowKind,
     blend_weights,
@@ -59,9 +60,41 @@ def _gather_tile(image: torch.Tensor, row: int, col: int, size: tuple[int, int])
     return image.index_select(-2, rows).index_select(-1, cols)
 
 
+def _tile_batch(
+    image: torch.Tensor | Mapping[str, torch.Tensor], chunk: list[tuple[Tile, int]], size: tuple[int, int]
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The tiles of ``chunk`` (tile, image index) stacked; a dict image gives a dict of stacks."""
+    if isinstance(image, Mapping):
+        return {key: _tile_batch(value, chunk, size) for key, value in image.items()}
+    return torch.stack([_gather_tile(image[b], t.row, t.col, size) for t, b in chunk])
+
+
+def _reference(image: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The tensor that gives batch size, grid and device: the image, or a dict's first modality,
+    once every modality is checked to share them."""
+    tensors = dict(image) if isinstance(image, Mapping) else {"image": image}
+    if not tensors:
+        raise ValueError("tiled_forward got an empty dict of modalities.")
+    for key, value in tensors.items():
+        if value.ndim < 4:
+            raise ValueError(
+                f"tiled_forward needs a batch (B, C, H, W) or (B, C, T, H, W); got {key} of shape "
+                f"{tuple(value.shape)} (add a batch axis with [None])."
+            )
+    first_key, first = next(iter(tensors.items()))
+    for key, value in tensors.items():
+        if value.shape[0] != first.shape[0] or value.shape[-2:] != first.shape[-2:]:
+            raise ValueError(
+                f"tiled_forward cuts every modality on one grid, but {key} is "
+                f"{tuple(value.shape)} and {first_key} is {tuple(first.shape)}: give the "
+                "modalities the same batch size, height and width."
+            )
+    return first
+
+
 def tiled_forward(
     fn: Callable[..., Any],
-    image: torch.Tensor,
+    image: torch.Tensor | Mapping[str, torch.Tensor],
     tile_size: int | tuple[int, int],
     overlap: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None,
@@ -83,7 +116,9 @@ def tiled_forward(
             inputs as keywords, to ``(N, K, h, w)`` outputs (a
             :class:`~geofm.inference.predictor.Predictor` gives probabilities or values; a
             ``ModelOutput`` is accepted).
-        image: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; any size, also smaller than a tile.
+        image: ``(B, C, H, W)`` or ``(B, C, T, H, W)``; any size, also smaller than a tile. Or a
+            multimodal ``{modality: (B, C_m, H, W)}``, every modality on the same grid: each
+            tile cuts every modality alike and ``fn`` receives a dict of tiles.
         tile_size: Tile side or ``(h, w)``.
         overlap: Pixels shared by neighbouring tiles (default ``tile_size // 8``).
         stride: Step between tiles; give overlap or stride, not both.
@@ -98,28 +133,22 @@ def tiled_forward(
     Returns:
         ``(B, K, H, W)`` float32 blended outputs on ``image``'s device.
     """
-    if image.ndim < 4:
-        raise ValueError(
-            f"tiled_forward needs a batch (B, C, H, W) or (B, C, T, H, W); got shape "
-            f"{tuple(image.shape)} (add a batch axis with image[None])."
-        )
+    reference = _reference(image)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    height, width = image.shape[-2:]
+    height, width = reference.shape[-2:]
     grid = plan_tiles(height, width, tile_size, overlap, stride)
-    weights = torch.from_numpy(blend_weights(grid.tile_size, window, margin)).to(image.device)
-    jobs = [(tile, b) for tile in grid for b in range(image.shape[0])]
+    weights = torch.from_numpy(blend_weights(grid.tile_size, window, margin)).to(reference.device)
+    jobs = [(tile, b) for tile in grid for b in range(reference.shape[0])]
     acc: torch.Tensor | None = None
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        batch = torch.stack(
-            [_gather_tile(image[b], t.row, t.col, grid.tile_size) for t, b in chunk]
-        )
-        index = torch.tensor([b for _, b in chunk], device=image.device)
+        batch = _tile_batch(image, chunk, grid.tile_size)
+        index = torch.tensor([b for _, b in chunk], device=reference.device)
         inputs = {key: value.index_select(0, index.to(value.device)) for key, value in (extra or {}).items()}
         weighted = weigh_tiles(output_tensor(fn(batch, **inputs)), weights, grid.tile_size)
         if acc is None:
-            acc = weighted.new_zeros(image.shape[0], weighted.shape[1], height, width)
+            acc = weighted.new_zeros(reference.shape[0], weighted.shape[1], height, width)
         for (tile, b), out in zip(chunk, weighted, strict=True):
             r0, r1, c0, c1 = tile.inside(height, width)
             acc[b, :, r0:r1, c0:c1] += out[

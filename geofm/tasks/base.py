@@ -82,11 +82,6 @@ STAGES = ("train", "val", "test")
 # Keys of a batch that are inputs or targets; everything else is passed through to predictions.
 _DATA_KEYS = ("image", "mask", "label", "temporal_coords", "location_coords")
 
-_TILED_DICT_MESSAGE = (
-    "tiled_inference does not support multimodal (dict) images (modalities {}): the tiler "
-    "cuts one image tensor. Remove tiled_inference and predict whole chips."
-)
-
 _FREEZE = (
     ("freeze_backbone", "freeze_encoder"),
     ("freeze_decoder", "freeze_decoder"),
@@ -560,9 +555,6 @@ class BaseTask(LightningModule, ABC):
         self.rgb_indices = self.hparams.rgb_indices or getattr(datamodule, "rgb_indices", None)
         self._rgb_modality = getattr(datamodule, "rgb_modality", None)
         if self._tiled:
-            modalities = getattr(datamodule, "modalities", None)
-            if modalities:  # fail now rather than after a training epoch
-                raise NotImplementedError(_TILED_DICT_MESSAGE.format(list(modalities)))
             _tiled_forward_function()
 
     def configure_preprocess(self, datamodule: Any = None, stage: str | None = None) -> None:
@@ -892,8 +884,6 @@ class BaseTask(LightningModule, ABC):
         if not options:
             logits = self.predictor.logits(image, **inputs)
             probabilities = activate(logits, self.predictor.kind)
-        elif isinstance(image, Mapping):
-            raise NotImplementedError(_TILED_DICT_MESSAGE.format(list(image)))
         else:
             tiled_forward = _tiled_forward_function()
             probabilities = tiled_forward(self.predictor, image, extra=inputs, **options)

@@ -144,14 +144,29 @@ def test_predict_writes_on_the_first_modality_grid(folder, tmp_path):
         assert src.nodata is not None and (prediction[nodata] == src.nodata).all()
 
 
-def test_tiled_inference_with_dict_images_is_refused(folder):
-    task = SemanticSegmentationTask(model=StandInMultiModalModel(), num_classes=3,
-                                    tiled_inference={"tile_size": 8, "overlap": 2})
-    with pytest.raises(NotImplementedError, match=r"tiled_inference does not support multimodal.*S2L2A"):
-        trainer().validate(task, datamodule=datamodule(folder))
-    batch = {"image": {"S2L2A": torch.zeros(1, 12, 16, 16), "S1GRD": torch.zeros(1, 2, 16, 16)}}
-    with pytest.raises(NotImplementedError, match="Remove tiled_inference"):
-        task._inference(batch)
+def test_tiled_inference_cuts_every_modality_alike(folder):
+    """A pointwise model: tiles of every modality cut on one grid give the whole-image result;
+    each tile reaches the model as a dict of tiles of the planned size."""
+    model = StandInMultiModalModel()
+    whole = SemanticSegmentationTask(model=model, num_classes=3, output_on_inference="probabilities")
+    tiled = SemanticSegmentationTask(model=model, num_classes=3, output_on_inference="probabilities",
+                                     tiled_inference={"tile_size": 8, "overlap": 2})
+    expected = trainer().predict(whole, datamodule=datamodule(folder))
+    model.seen.clear()
+    got = trainer().predict(tiled, datamodule=datamodule(folder))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a["probabilities"], b["probabilities"], atol=1e-5, rtol=1e-5)
+    assert model.seen and all(set(x) == {"S2L2A", "S1GRD"} for x in model.seen)
+    assert {tuple(v.shape[-2:]) for x in model.seen for v in x.values()} == {(8, 8)}
+    trainer().validate(tiled, datamodule=datamodule(folder))  # validation tiles too
+
+
+def test_tiled_forward_refuses_modalities_on_other_grids():
+    from geofm.inference import tiled_forward
+
+    image = {"S2L2A": torch.zeros(1, 12, 16, 16), "S1GRD": torch.zeros(1, 2, 8, 8)}
+    with pytest.raises(ValueError, match=r"one grid, but S1GRD is \(1, 2, 8, 8\)"):
+        tiled_forward(lambda x: x["S2L2A"], image, tile_size=8)
 
 
 def test_batch_checks_name_the_modality():

@@ -127,8 +127,8 @@ def test_builder_arguments() -> None:
 
 
 def test_bad_arguments_name_the_problem() -> None:
-    with pytest.raises(TypeError, match="in_chans"):
-        BACKBONE_REGISTRY.build("prithvi_eo_tiny", in_chans=3)
+    with pytest.raises(ValueError, match=r"in_chans=3 .* but bands has 2 entries"):
+        BACKBONE_REGISTRY.build("prithvi_eo_tiny", in_chans=3, bands=["RED", "GREEN"])
     with pytest.raises(ValueError, match="RDE"):
         BACKBONE_REGISTRY.build("prithvi_eo_tiny", bands=["RDE"])
     with pytest.raises(ValueError, match="out of range"):

@@ -39,6 +39,7 @@ from torch import nn
 from geofm.data.raster import report_nonfinite
 from geofm.inference.blending import BandBlender, OutputConverter, OutputKind, output_type
 from geofm.inference.in_memory import weigh_tiles
+from geofm.inference.onnx_engine import OnnxRuntimeModel, as_onnx_model
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
 from geofm.inference.tiling import (
@@ -110,7 +111,7 @@ def model_fingerprint(model: Any) -> str:
     variables, ``__self__``, partial arguments); other changes inside it are invisible to
     resume, so pass ``model_id`` to :func:`predict_scene` when they matter.
     """
-    if isinstance(getattr(model, "fingerprint", None), str):  # an OnnxRuntimeModel: its file
+    if isinstance(model, OnnxRuntimeModel):  # the exported file and its metadata
         return model.fingerprint
     if isinstance(model, Predictor):
         parts = [model.kind, model_fingerprint(model.model)]
@@ -200,7 +201,8 @@ def predict_scene(
             accepted), which is wrapped in one. Modules are moved to ``device`` and put in
             eval mode. With ``engine="onnxruntime"``: the path of an exported ``.onnx`` file
             (its metadata beside it) or an
-            :class:`~geofm.inference.onnx_engine.OnnxRuntimeModel`.
+            :class:`~geofm.inference.onnx_engine.OnnxRuntimeModel` (which selects that engine
+            by itself).
         input_path: The scene (any raster rasterio reads).
         output_path: The GeoTIFF to write; appears only once complete.
         engine: ``"torch"``, or ``"onnxruntime"``: the exported file takes every band of the
@@ -258,11 +260,9 @@ def predict_scene(
         )
     device = torch.device(device)
     onnx_model = None
-    if engine == "onnxruntime":
-        from geofm.inference.onnx_engine import as_onnx_model
-
+    if engine == "onnxruntime" or isinstance(model, OnnxRuntimeModel):
         torch_only = {"bands": bands, "preprocess": preprocess, "extra_inputs": extra_inputs}
-        given = [name for name, value in torch_only.items() if value]
+        given = [name for name, value in torch_only.items() if value is not None]
         if given or device.type != "cpu":
             raise ValueError(
                 f"{', '.join(given) or f'device={str(device)!r}'} applies to the torch engine: "
@@ -270,8 +270,8 @@ def predict_scene(
                 "the exported graph and runs on onnxruntime's providers."
             )
         onnx_model = as_onnx_model(model)
-        bands = onnx_model.scene_bands(input_path)  # checks the band count first
-        model = onnx_model.scene_predictor()
+        model = onnx_model.scene_predictor()  # a model of maps
+        bands = onnx_model.scene_bands(input_path)  # with the file's band count
         if tile_size is None and overlap is None and stride is None:
             overlap = onnx_model.overlap  # the metadata's tile, when it has one
         if input_nodata is None:
@@ -586,8 +586,6 @@ def predict_scenes(
     mine = scenes[rank::world_size]
     log.info("Rank %d/%d predicts %d of %d scenes.", rank, world_size, len(mine), len(scenes))
     if mine and kwargs.get("engine") == "onnxruntime":
-        from geofm.inference.onnx_engine import as_onnx_model
-
         model = as_onnx_model(model)  # one session for every scene
     if mine and kwargs.get("model_id") is None:
         kwargs["model_id"] = model_fingerprint(model)  # hash the weights once, not per scene

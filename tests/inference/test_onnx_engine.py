@@ -21,6 +21,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # torch.onnx.export's translator
 
 from geofm.cli import main  # noqa: E402
+from geofm.cli_onnx import pop_engine  # noqa: E402
 from geofm.errors import GeofmError  # noqa: E402
 from geofm.inference.onnx_engine import OnnxModelError, OnnxRuntimeModel  # noqa: E402
 from geofm.inference.predictor import Predictor  # noqa: E402
@@ -172,11 +173,8 @@ def test_fixed_size_export(tmp_path, exported):
         exported["seg_path"], tmp_path / "scene.tif", tmp_path / "dynamic.tif",
         engine="onnxruntime", **TILE, **SETTINGS,
     )
-    # The tile size defaults to the fixed size.
-    fixed = predict_scene(
-        model, tmp_path / "scene.tif", tmp_path / "fixed.tif", engine="onnxruntime",
-        overlap=8, **SETTINGS,
-    )
+    # The tile size defaults to the fixed size; an OnnxRuntimeModel selects its engine.
+    fixed = predict_scene(model, tmp_path / "scene.tif", tmp_path / "fixed.tif", overlap=8, **SETTINGS)
     np.testing.assert_array_equal(_read(fixed)[0], _read(reference)[0])
     with pytest.raises(OnnxModelError, match=r"tile_size 48 x 48 .* only 32 x 32"):
         predict_scene(
@@ -320,3 +318,10 @@ def test_cli_errors_are_one_line(tmp_path, exported, capsys, args, message):
     ])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_pop_engine_leaves_the_torch_command_as_it_was():
+    assert pop_engine(["-c", "x.yaml", "--engine=torch", "--ckpt_path", "last"]) == (
+        "torch", ["-c", "x.yaml", "--ckpt_path", "last"]
+    )
+    assert pop_engine(["-c", "x.yaml"]) == (None, ["-c", "x.yaml"])

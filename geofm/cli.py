@@ -2,7 +2,9 @@
 
 ``geofm fit|validate|test|predict -c config.yaml`` run Lightning through LightningCLI, so every
 LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``,
-``--print_config``). ``geofm compute-statistics``, ``geofm check-config`` and ``geofm registry
+``--print_config``). ``geofm predict --engine onnxruntime --model model.onnx
+--streaming.input scenes/ --streaming.output_dir out/`` predicts with an exported file alone,
+without LightningCLI (:mod:`geofm.cli_onnx`). ``geofm compute-statistics``, ``geofm check-config`` and ``geofm registry
 list`` are geofm's own.
 
 TerraTorch configs run as they are: while the command runs, ``terratorch.*`` class paths and
@@ -202,7 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in LIGHTNING_COMMANDS:
-        sub.add_parser(command, help=f"Lightning {command} (LightningCLI options)", add_help=False)
+        extra = (
+            "; --engine onnxruntime --model FILE predicts scenes with an exported ONNX file "
+            "(geofm predict --engine onnxruntime --help)"
+            if command == "predict"
+            else ""
+        )
+        sub.add_parser(command, help=f"Lightning {command} (LightningCLI options){extra}", add_help=False)
 
     registry = sub.add_parser("registry", help="inspect the component registries")
     registry_sub = registry.add_subparsers(dest="action", required=True)
@@ -266,6 +274,13 @@ def _run(argv: list[str]) -> int:
     custom, argv = _custom_modules_from_argv(argv)
     for path in custom:
         import_custom_modules(path)
+    if argv and argv[0] == "predict":
+        from geofm.cli_onnx import pop_engine, predict_onnx
+
+        engine, rest = pop_engine(argv[1:])
+        if engine == "onnxruntime":  # the exported file alone: no config, no LightningCLI
+            return predict_onnx(rest)
+        argv = ["predict", *rest]
     if argv and argv[0] in LIGHTNING_COMMANDS:
         from geofm.cli_lightning import run_lightning_cli
 

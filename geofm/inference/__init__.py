@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "predict_task_scenes": "geofm.inference.task_scenes",
     "list_scenes": "geofm.inference.streaming",
     "default_tile_size": "geofm.inference.streaming",
+    "OnnxRuntimeModel": "geofm.inference.onnx_engine",
 }
 
 __all__ = sorted(_LAZY)

@@ -65,6 +65,8 @@ class RasterTileSource:
             decompressed once. GDAL's own default, 5 % of the machine's memory, would fill up
             on a large scene with blocks that are never read again.
         cache_rows: Rows of the scene the automatic cache holds (the tile height).
+        nodata: A raw value read as nodata (NaN) in every band, besides each band's own
+            nodata value, mask and non-finite values.
 
     Attributes:
         height: Scene height in pixels.
@@ -73,7 +75,7 @@ class RasterTileSource:
         profile: The raster's rasterio profile.
         has_mask: Whether tiles come with valid masks: a selected band has nodata, a mask,
             an alpha band, or floating-point values (NaN and ±inf are nodata even in a file
-            that declares no nodata value).
+            that declares no nodata value), or ``nodata`` is given.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class RasterTileSource:
         num_workers: int = 2,
         gdal_cache_mb: int | None = None,
         cache_rows: int = 512,
+        nodata: float | None = None,
     ):
         self.path = Path(path)
         if not self.path.exists():
@@ -114,7 +117,10 @@ class RasterTileSource:
         ] * count
         self.floating = any(dtypes[b - 1].kind in "fc" for b in self.bands)
         self._masked = any(flags[b - 1] != [MaskFlags.all_valid] for b in self.bands)
-        self.has_mask = self._masked or self.floating
+        self.extra_nodata = None if nodata is None else float(np.float32(nodata))
+        if self.extra_nodata is not None and np.isnan(self.extra_nodata):
+            self.extra_nodata = None  # NaN is nodata already
+        self.has_mask = self._masked or self.floating or self.extra_nodata is not None
         self._owned: tuple[list[int], list[int]] | None = None
         # With plain nodata values, the mask follows from the data already read; dataset masks
         # and alpha bands need GDAL's mask reads.
@@ -210,6 +216,8 @@ class RasterTileSource:
             for band, nodata in zip(data, self._nodata, strict=True):
                 if not np.isnan(nodata):
                     band[band == nodata] = np.nan
+        if self.extra_nodata is not None:
+            data[data == self.extra_nodata] = np.nan
         valid = None
         if self.has_mask:
             r0, r1, c0, c1 = tile.inside(self.height, self.width)

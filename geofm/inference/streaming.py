@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from torch import nn
 from geofm.data.raster import report_nonfinite
 from geofm.inference.blending import BandBlender, OutputConverter, OutputKind, output_type
 from geofm.inference.in_memory import weigh_tiles
+from geofm.inference.onnx_engine import OnnxRuntimeModel, as_onnx_model
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
 from geofm.inference.tiling import (
@@ -51,6 +52,7 @@ from geofm.inference.tiling import (
 from geofm.inference.writer import BackgroundWriter, GeoTiffSink, geotiff_profile
 
 __all__ = [
+    "Engine",
     "OutputKind",
     "default_tile_size",
     "list_scenes",
@@ -62,6 +64,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OUTPUT_KINDS = ("class", "probabilities", "regression")
+
+#: What runs the model: ``"torch"`` (a module or callable) or ``"onnxruntime"`` (an exported
+#: ONNX file, see :mod:`geofm.inference.onnx_engine`).
+Engine = Literal["torch", "onnxruntime"]
+_ENGINES = ("torch", "onnxruntime")
 _SCENE_SUFFIXES = (".tif", ".tiff", ".vrt")
 
 
@@ -104,6 +111,8 @@ def model_fingerprint(model: Any) -> str:
     variables, ``__self__``, partial arguments); other changes inside it are invisible to
     resume, so pass ``model_id`` to :func:`predict_scene` when they matter.
     """
+    if isinstance(model, OnnxRuntimeModel):  # the exported file and its metadata
+        return model.fingerprint
     if isinstance(model, Predictor):
         parts = [model.kind, model_fingerprint(model.model)]
         if model.preprocess is not None:
@@ -156,11 +165,12 @@ def _module_digest(module: nn.Module) -> str:
 
 
 def predict_scene(
-    model: Callable[..., Any],
+    model: Callable[..., Any] | str | Path,
     input_path: str | Path,
     output_path: str | Path,
     *,
-    output: OutputKind = "class",
+    engine: Engine = "torch",
+    output: OutputKind | None = None,
     bands: list[int] | None = None,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
     extra_inputs: dict[str, torch.Tensor] | None = None,
@@ -176,6 +186,7 @@ def predict_scene(
     block_size: int = 256,
     compress: str = "deflate",
     nodata: float | int | None = None,
+    input_nodata: float | None = None,
     model_id: str | None = None,
     gdal_cache_mb: int | None = None,
     checkpoint_seconds: float = 30.0,
@@ -188,12 +199,22 @@ def predict_scene(
             or values), or a model mapping ``(N, C', h, w)`` float32 tiles (after
             ``preprocess``) to ``(N, K, h, w)`` logits or values (a ``ModelOutput`` is
             accepted), which is wrapped in one. Modules are moved to ``device`` and put in
-            eval mode.
+            eval mode. With ``engine="onnxruntime"``: the path of an exported ``.onnx`` file
+            (its metadata beside it) or an
+            :class:`~geofm.inference.onnx_engine.OnnxRuntimeModel` (which selects that engine
+            by itself).
         input_path: The scene (any raster rasterio reads).
         output_path: The GeoTIFF to write; appears only once complete.
+        engine: ``"torch"``, or ``"onnxruntime"``: the exported file takes every band of the
+            scene (its band count is checked), preprocesses inside its graph and runs on
+            onnxruntime's providers; its metadata gives the activation, the default tile
+            size and overlap, and ``input_nodata``. ``bands``, ``preprocess``,
+            ``extra_inputs`` and ``device`` belong to the torch engine. Tiling, blending and
+            writing are the same for both.
         output: ``"class"``: argmax of the blended softmax (sigmoid > 0.5 for one channel),
             uint8 (int16 beyond 255 classes); ``"probabilities"``: blended softmax (sigmoid),
             float32, one band per class; ``"regression"``: blended values, float32, ``K = 1``.
+            By default ``"regression"`` for a predictor of values, else ``"class"``.
         bands: 1-based band indexes read from the input, in model order; all by default.
         preprocess: Applied on the device to each batch of raw float32 tiles ``(N, C, h, w)``
             (a :class:`~geofm.models.preprocess.Preprocess`, band arithmetic); identity by
@@ -217,6 +238,8 @@ def predict_scene(
         compress: GeoTIFF compression (``"deflate"``, ``"lzw"``, ``"zstd"``...).
         nodata: Output nodata value; default 255 (uint8 classes), -1 (int16 classes) or NaN.
             Written where every selected input band is nodata or masked.
+        input_nodata: A raw input value read as nodata in every band, besides each band's
+            own nodata value.
         model_id: Identifies the model for resume instead of hashing its weights.
         gdal_cache_mb: GDAL block cache (MB) while reading; by default sized to hold a band
             of rows as tall as a tile plus one row of input blocks (see
@@ -227,7 +250,7 @@ def predict_scene(
     Returns:
         ``output_path``.
     """
-    if output not in _OUTPUT_KINDS:
+    if output is not None and output not in _OUTPUT_KINDS:
         raise ValueError(f"output={output!r}; choose one of {_OUTPUT_KINDS}.")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
@@ -236,10 +259,30 @@ def predict_scene(
             f"block_size={block_size} must be a positive multiple of 16 (GeoTIFF tiles)."
         )
     device = torch.device(device)
+    onnx_model = None
+    if engine == "onnxruntime" or isinstance(model, OnnxRuntimeModel):
+        torch_only = {"bands": bands, "preprocess": preprocess, "extra_inputs": extra_inputs}
+        given = [name for name, value in torch_only.items() if value is not None]
+        if given or device.type != "cpu":
+            raise ValueError(
+                f"{', '.join(given) or f'device={str(device)!r}'} applies to the torch engine: "
+                "the onnxruntime engine reads every band of the scene, preprocesses inside "
+                "the exported graph and runs on onnxruntime's providers."
+            )
+        onnx_model = as_onnx_model(model)
+        model = onnx_model.scene_predictor()  # a model of maps
+        bands = onnx_model.scene_bands(input_path)  # with the file's band count
+        if tile_size is None and overlap is None and stride is None:
+            overlap = onnx_model.overlap  # the metadata's tile, when it has one
+        if input_nodata is None:
+            input_nodata = onnx_model.nodata
+        model_id = model_id or onnx_model.fingerprint
+    elif engine != "torch":
+        raise ValueError(f"engine={engine!r}; choose one of {_ENGINES}.")
     if isinstance(model, Predictor):
         if preprocess is not None:
             raise ValueError("A Predictor preprocesses itself; pass preprocess=None.")
-        if (model.kind == "values") != (output == "regression"):
+        if output is not None and (model.kind == "values") != (output == "regression"):
             raise ValueError(
                 f"output={output!r} does not fit a predictor of {model.kind}: use 'regression' "
                 "for values, 'class' or 'probabilities' for probabilities."
@@ -248,6 +291,8 @@ def predict_scene(
     else:
         kind = "values" if output == "regression" else "probabilities"
         predictor = Predictor(model, preprocess, kind)
+    if output is None:
+        output = "regression" if predictor.kind == "values" else "class"
     for module in (predictor.model, predictor.preprocess):
         if isinstance(module, nn.Module):
             module.to(device).eval()
@@ -255,8 +300,12 @@ def predict_scene(
         tile_size = default_tile_size(predictor.model)
         log.info("Tile size %s (from the model's input size or the default).", tile_size)
     output_path = Path(output_path)
-    tile_rows = resolve_tile_args(tile_size, overlap, stride)[0][0]
-    with RasterTileSource(input_path, bands, num_workers, gdal_cache_mb, tile_rows) as source:
+    tile = resolve_tile_args(tile_size, overlap, stride)[0]
+    if onnx_model is not None:
+        onnx_model.check_tile_size(tile)
+    with RasterTileSource(
+        input_path, bands, num_workers, gdal_cache_mb, tile[0], nodata=input_nodata
+    ) as source:
         grid = plan_tiles(source.height, source.width, tile_size, overlap, stride)
         source.set_grid(grid)  # count non-finite input pixels once each
         fingerprint = {
@@ -272,6 +321,7 @@ def predict_scene(
             "block_size": block_size,
             "compress": compress,
             "nodata": repr(nodata),
+            "input_nodata": repr(input_nodata),
             "overviews": overviews,
         }
         if resume and GeoTiffSink.finished(output_path, fingerprint):
@@ -496,7 +546,7 @@ def list_scenes(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def predict_scenes(
-    model: Callable[..., Any],
+    model: Callable[..., Any] | str | Path,
     inputs: str | Path | Sequence[str | Path],
     output_dir: str | Path,
     *,
@@ -535,6 +585,8 @@ def predict_scenes(
         )
     mine = scenes[rank::world_size]
     log.info("Rank %d/%d predicts %d of %d scenes.", rank, world_size, len(mine), len(scenes))
+    if mine and kwargs.get("engine") == "onnxruntime":
+        model = as_onnx_model(model)  # one session for every scene
     if mine and kwargs.get("model_id") is None:
         kwargs["model_id"] = model_fingerprint(model)  # hash the weights once, not per scene
     return [

@@ -214,6 +214,7 @@ def _export(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         opset=args.opset,
         tolerance=args.tolerance,
+        dynamic=not args.fixed_size,
     )
     meta = result.metadata
     fixed = meta["input"]["fixed_size"]
@@ -290,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         "else the first training image's size",
     )
     export.add_argument("--tile-overlap", "--tile_overlap", type=int, help="tile overlap, recorded in the metadata")
+    export.add_argument(
+        "--fixed-size", "--fixed_size", action="store_true",
+        help="fix height and width to the tile size (batch stays dynamic); default: dynamic when "
+        "the model allows",
+    )
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
     export.add_argument(
         "--tolerance", type=float, default=1e-4,

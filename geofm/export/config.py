@@ -56,6 +56,7 @@ def export_from_config(
     tile_overlap: int | None = None,
     opset: int = 18,
     tolerance: float = 1e-4,
+    dynamic: bool = True,
 ) -> ExportResult:
     """Export the task of a fit config with a checkpoint's weights.
 
@@ -72,6 +73,7 @@ def export_from_config(
         tile_overlap: Tile overlap recorded in the metadata.
         opset: ONNX opset.
         tolerance: Largest accepted difference between the file's logits and the task's.
+        dynamic: Try dynamic height and width first; ``False`` fixes them to the tile size.
 
     Returns:
         What :func:`~geofm.export.core.export_task` returns.
@@ -104,7 +106,6 @@ def export_from_config(
         next((getattr(datamodule, k) for k in keys if getattr(datamodule, k, None) is not None), None)
         for keys in selection_keys
     )
-    frames = None
     if getattr(datamodule, "expand_temporal_dimension", False):
         frames = int(getattr(getattr(task.model, "encoder", None), "num_frames", 1) or 1)
     else:
@@ -121,6 +122,7 @@ def export_from_config(
         tile_size=tile_size,
         tile_overlap=tile_overlap,
         num_frames=frames,
+        dynamic=dynamic,
         opset=opset,
         tolerance=tolerance,
         config_text=config_text,

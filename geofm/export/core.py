@@ -63,6 +63,10 @@ class ExportResult:
         metadata_path: ``<path>.json``.
         metadata: Its content.
         max_abs_diff: Largest difference between the file's logits and the task's.
+        files: Every file written (the file, its metadata, ONNX external data).
+        program: The traced ``torch.export`` program (``None`` for safetensors): pass the
+            result as ``traced`` to write another format of the same export without tracing
+            again.
     """
 
     path: Path
@@ -70,6 +74,7 @@ class ExportResult:
     metadata: dict[str, Any]
     max_abs_diff: float
     files: list[Path] = field(default_factory=list)
+    program: Any = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------- the task
@@ -126,6 +131,21 @@ def _tile(task: Any, tile_size: Any, tile_overlap: Any) -> tuple[tuple[int, int]
     if tile_overlap is None:
         tile_overlap = min(size) // 8  # tiled_forward's default
     return size, int(tile_overlap) if np.isscalar(tile_overlap) else int(min(tile_overlap))
+
+
+def _fixed_size_reason(task: Any) -> str | None:
+    """Why a model is exported at a fixed size straight away, if it is.
+
+    Swin's shifted-window attention masks are laid out for one size (timm keeps them as
+    buffers), and tracing its window arithmetic with symbolic sizes takes minutes: a Swin is
+    exported at the tile size. A module may also say so with ``export_fixed_size = True``.
+    """
+    for module in task.model.modules():
+        if getattr(module, "export_fixed_size", False):
+            return f"{type(module).__name__} says export_fixed_size"
+        if type(module).__name__ in ("SwinTransformer", "SwinTransformerV2"):
+            return f"{type(module).__name__}'s shifted-window masks are laid out for one size"
+    return None
 
 
 def _size_multiple(task: Any) -> int:
@@ -234,7 +254,7 @@ def _write_onnx(program: Any, example: torch.Tensor, path: Path, opset: int, met
                 verbose=False,
             )
     except Exception as exc:  # noqa: BLE001 - named in the ExportError
-        raise blocking_operation(exc, "onnx", "onnx") from exc
+        raise blocking_operation(exc, "onnx", "onnx", program) from exc
     graph = onnx_program.model.graph
     fixed = metadata["input"]["fixed_size"]
     names = ["batch", None, "height", "width"]
@@ -373,6 +393,7 @@ def export_task(
     tolerance: float = 1e-4,
     config_text: str | None = None,
     seed: int = 0,
+    traced: ExportResult | None = None,
 ) -> ExportResult:
     """Export a task's preprocessing and model (see :mod:`geofm.export` for the contract).
 
@@ -398,6 +419,9 @@ def export_task(
         tolerance: Largest accepted difference between the file's logits and the task's.
         config_text: The resolved config, hashed into the metadata (``config_sha256``).
         seed: Seed of the random check inputs.
+        traced: The result of an earlier ``onnx`` or ``torch-export`` export of this task with
+            the same settings: its traced program is written in ``format`` (and checked)
+            without tracing again.
 
     Returns:
         The written paths, the metadata and the measured difference.
@@ -427,7 +451,7 @@ def export_task(
     try:
         return _export(
             task, path, format, dataset_bands, output_bands, nodata, tile_size, tile_overlap,
-            num_frames, dynamic, opset, tolerance, config_text, seed,
+            num_frames, dynamic, opset, tolerance, config_text, seed, traced,
         )
     finally:
         task.train(was_training)
@@ -436,7 +460,7 @@ def export_task(
 def _export(
     task: Any, path: Path, format: str, dataset_bands: Any, output_bands: Any, nodata: Any,
     tile_size: Any, tile_overlap: Any, num_frames: Any, dynamic: bool, opset: int,
-    tolerance: float, config_text: str | None, seed: int,
+    tolerance: float, config_text: str | None, seed: int, traced: ExportResult | None,
 ) -> ExportResult:
     preprocess = _single_preprocess(task)
     bands = resolve_input_bands(
@@ -474,10 +498,16 @@ def _export(
             _save_safetensors(task, staged, metadata(None, sizes, 0.0))
             diff = _check_safetensors(task, staged, graph, bands, frames, sizes, seed)
             meta = metadata(None, sizes, diff)
+            program = None
         else:
-            meta, diff = _export_graph(
+            if traced is not None and traced.program is None:
+                raise ExportError("traced= needs the result of an onnx or torch-export export.")
+            reason = None if traced is not None else _fixed_size_reason(task)
+            if dynamic and reason:
+                log.warning("%s: exporting with a fixed height and width.", reason)
+            meta, diff, program = _export_graph(
                 task, graph, bands, frames, format, staged, example_size, [first, second],
-                multiple, tile, dynamic, opset, tolerance, seed, metadata,
+                multiple, tile, dynamic and not reason, opset, tolerance, seed, metadata, traced,
             )
         log.info("Exported %s: max abs difference to the task's logits %.3g (sizes %s).", format, diff, meta["check"]["sizes"])
         if not diff <= tolerance:
@@ -493,27 +523,35 @@ def _export(
             written.append(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(path, path.parent / f"{path.name}.json", meta, diff, written)
+    return ExportResult(path, path.parent / f"{path.name}.json", meta, diff, written, program)
 
 
 def _export_graph(
     task: Any, graph: ExportGraph, bands: InputBands, frames: int, format: str, staged: Path,
     example_size: tuple[int, int], check_sizes: list[tuple[int, int]], multiple: int,
     tile: tuple[int, int] | None, dynamic: bool, opset: int, tolerance: float, seed: int,
-    metadata: Any,
-) -> tuple[dict[str, Any], float]:
+    metadata: Any, traced: ExportResult | None,
+) -> tuple[dict[str, Any], float, Any]:
     """Trace, write and check; dynamic height and width first, then fixed."""
     attempts: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
-    if dynamic:
-        attempts.append((None, check_sizes))
-    fixed_size = tile or example_size
-    attempts.append((fixed_size, [fixed_size, fixed_size]))
+    if traced is not None:
+        fixed_size = traced.metadata["input"]["fixed_size"]
+        sizes = [tuple(size) for size in traced.metadata["check"]["sizes"]]
+        attempts.append((None if fixed_size is None else tuple(fixed_size), sizes))
+    else:
+        if dynamic:
+            attempts.append((None, check_sizes))
+        fixed_size = tile or example_size
+        attempts.append((fixed_size, [fixed_size, fixed_size]))
     failure: Exception | None = None
     for fixed, sizes in attempts:
         example = _raw_input(graph, bands, frames, 2, fixed or example_size, seed)
         try:
             try:
-                program = _trace(graph, example, multiple, dynamic=fixed is None)
+                if traced is not None:
+                    program = traced.program
+                else:
+                    program = _trace(graph, example, multiple, dynamic=fixed is None)
             except Exception as exc:  # noqa: BLE001 - named in the ExportError
                 raise blocking_operation(exc, format, "torch.export") from exc
             meta = metadata(fixed, sizes, 0.0)
@@ -525,14 +563,14 @@ def _export_graph(
             if fixed is None and not diff <= tolerance:
                 raise ExportCheckError(f"dynamic-size export differs by {diff:.3g} at sizes {sizes}")
         except ExportError as exc:
-            if fixed is not None:
+            if fixed is not None or traced is not None or not getattr(exc, "size_related", True):
                 if failure is not None:
                     log.info("Dynamic-size export failed first: %s", failure)
                 raise
             failure = exc
             log.info("Dynamic height/width export did not work (%s); exporting with a fixed size.", exc)
             continue
-        if fixed is not None:
+        if fixed is not None and traced is None:
             log.warning(
                 "Exported with a fixed input size %s x %s (dynamic batch only)%s; the metadata "
                 "says so (input.fixed_size).",
@@ -543,7 +581,7 @@ def _export_graph(
             _set_onnx_metadata(staged, meta)
         else:
             _save_program(program, staged, meta)
-        return meta, diff
+        return meta, diff, program
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import traceback
 from pathlib import Path
+from typing import Any
 
 from geofm.errors import GeofmError
 
@@ -29,7 +30,7 @@ class MissingDependencyError(GeofmError, ImportError):
     """An optional package the export format needs is not installed."""
 
 
-_EXTRA = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "safetensors": "onnx"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def require(*packages: str, format: str) -> None:
@@ -90,27 +91,54 @@ def _user_frame(exc: BaseException) -> str | None:
     return None
 
 
-def blocking_operation(exc: BaseException, format: str, stage: str) -> ExportError:
-    """An :class:`ExportError` that says which operation or code blocked ``stage``.
+def blocking_operation(exc: BaseException, format: str, stage: str, program: Any = None) -> ExportError:
+    """An :class:`ExportError` that says which operation, and in which module, blocked ``stage``.
 
     Args:
         exc: What the exporter raised.
         format: The export format (``"onnx"``, ``"torch-export"``).
         stage: ``"torch.export"`` (tracing the model) or ``"onnx"`` (translating the graph).
+        program: The ``ExportedProgram`` being translated, to find the module of the operation.
     """
-    text = "\n".join(str(link) for link in _chain(exc))
+    chain = _chain(exc)
+    text = _ANSI.sub("", "\n".join(str(link) for link in chain))
     ops = _ops_in(text)
-    where = _user_frame(exc)
-    first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    if len(first_line) > 300:
-        first_line = first_line[:300] + "..."
-    parts = [f"Export to {format} failed while {'tracing the model (torch.export)' if stage == 'torch.export' else 'translating the graph to ONNX'}"]
+    where = _module_of(program, ops[0]) if program is not None and ops else None
+    where = where or _user_frame(exc)
+    root = chain[-1]
+    detail = next((line.strip() for line in _ANSI.sub("", str(root)).splitlines() if line.strip()), "")
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
+    doing = "tracing the model (torch.export)" if stage == "torch.export" else "translating the graph to ONNX"
+    parts = [f"Export to {format} failed while {doing}"]
     if ops:
         parts.append(f"blocked by operation {', '.join(ops[:3])}")
     if where:
-        parts.append(f"at {where}")
-    message = "; ".join(parts) + f": {type(exc).__name__}: {first_line}"
-    return ExportError(message)
+        parts.append(f"in {where}")
+    message = "; ".join(parts) + f": {type(root).__name__}" + (f": {detail}" if detail else "")
+    error = ExportError(message)
+    # An operation the ONNX translator lacks is missing at every input size.
+    error.size_related = not (ops and stage == "onnx" and type(root).__name__ == "DispatchError")
+    return error
+
+
+def _module_of(program: Any, op: str) -> str | None:
+    """``module.path (Class)`` of the first node of ``program`` that calls ``op``."""
+    # The exporter decomposes the program first: aten.linalg_svd there is aten._linalg_svd here.
+    name = op.split(".")[-1].lstrip("_")
+    try:
+        nodes = list(program.graph.nodes)
+    except AttributeError:
+        return None
+    for node in nodes:
+        target = str(getattr(node, "target", ""))
+        if node.op == "call_function" and re.search(rf"\.{name}(\.|$)", target.replace("._", ".")):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, kind = list(stack.values())[-1]
+                kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+                return f"{path} ({kind.rsplit('.', 1)[-1]})"
+    return None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -148,8 +148,28 @@ def _fixed_size_reason(task: Any) -> str | None:
     return None
 
 
-def _size_multiple(task: Any) -> int:
-    return max(1, int(getattr(task.model, "pad_multiple", 1) or 1))
+def _size_multiple(task: Any, channels: int, frames: int) -> int:
+    """The side multiple the model takes without padding: its ``pad_multiple`` (patch size and
+    declared strides), and the strides of the backbone's feature maps, measured on a 128 px
+    input (for backbones that declare none)."""
+    multiple = max(1, int(getattr(task.model, "pad_multiple", 1) or 1))
+    encoder = getattr(task.model, "encoder", None)
+    if encoder is None:
+        return multiple
+    side = 128
+    shape = (1, channels, frames, side, side) if frames > 1 else (1, channels, side, side)
+    try:
+        with torch.no_grad():
+            features = encoder(torch.zeros(shape))
+    except Exception as exc:  # noqa: BLE001 - a hint only; the checks decide
+        log.debug("Feature strides not measured: %s", exc)
+        return multiple
+    for feature in features if isinstance(features, (list, tuple)) else [features]:
+        if isinstance(feature, torch.Tensor) and feature.ndim == 4 and 0 < feature.shape[-1] < side:
+            stride = side // feature.shape[-1]
+            if side % feature.shape[-1] == 0 and stride & (stride - 1) == 0:  # a power of two
+                multiple = math.lcm(multiple, stride)
+    return multiple
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -473,7 +493,7 @@ def _export(
     frames = _frames(task, num_frames)
     graph = ExportGraph(preprocess, task.model, bands.indexes, nodata, frames, len(bands.file_bands)).eval()
     tile, overlap = _tile(task, tile_size, tile_overlap)
-    multiple = _size_multiple(task)
+    multiple = _size_multiple(task, len(bands.model_bands), frames)
     # Traced at a size of at least 2 multiples (and 64 pixels), so that no feature map is a
     # single pixel (PyTorch specialises sizes of 1); checked at the tile size and another.
     floor = _round_up(max(2 * multiple, _DEFAULT_SIZE), multiple)

@@ -106,9 +106,12 @@ def blocking_operation(exc: BaseException, format: str, stage: str, program: Any
     where = _module_of(program, ops[0]) if program is not None and ops else None
     where = where or _user_frame(exc)
     root = chain[-1]
-    detail = next((line.strip() for line in _ANSI.sub("", str(root)).splitlines() if line.strip()), "")
-    if len(detail) > 300:
-        detail = detail[:300] + "..."
+    lines = [line.strip() for line in _ANSI.sub("", str(root)).splitlines() if line.strip()]
+    detail = lines[0] if lines else ""
+    # torch.export's constraint violations list the guards that fixed a size: name the first.
+    detail += next((f" {line}" for line in lines[1:] if line.startswith("- ")), "")
+    if len(detail) > 500:
+        detail = detail[:500] + "..."
     doing = "tracing the model (torch.export)" if stage == "torch.export" else "translating the graph to ONNX"
     parts = [f"Export to {format} failed while {doing}"]
     if ops:

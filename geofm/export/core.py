@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import io
 import json
 import logging
@@ -458,8 +457,7 @@ def export_task(
         if opset < 17:
             raise ExportError(f"opset={opset}: exports need ONNX opset 17 or newer.")
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(errno.ENOENT, "The output folder does not exist", str(path.parent))
+    path.parent.mkdir(parents=True, exist_ok=True)
     extra = tuple(getattr(task.predictor, "extra_inputs", ()))
     if extra and format != "safetensors":
         raise ExportError(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geofm.data.band_selection import BandSpec, select_bands
+from geofm.data.band_selection import BandSpec, expand_band_list, select_bands
 
 __all__ = ["ExportGraph", "InputBands", "model_output", "resolve_input_bands"]
 
@@ -72,11 +72,9 @@ def resolve_input_bands(
         ValueError: the selection does not give ``num_model_bands`` bands, or the file's bands
             are unknown while the model takes a subset of them.
     """
-    if output_bands is None and trained_indexes is not None and dataset_bands is not None:
-        output_bands = list(trained_indexes)
     if dataset_bands is None:
         identity = list(range(1, num_model_bands + 1))
-        if output_bands is not None and [int(b) if not isinstance(b, str) else b for b in output_bands] != identity:
+        if output_bands is not None and expand_band_list(output_bands, "output_bands") != identity:
             raise ValueError(
                 f"The model takes bands {list(output_bands)} of its files, but the files' bands are "
                 "unknown: set data.init_args.dataset_bands in the config (or pass dataset_bands) "
@@ -88,22 +86,35 @@ def resolve_input_bands(
                 "the files' bands are unknown: set data.init_args.dataset_bands in the config (or "
                 "pass dataset_bands) so that the exported graph can select them."
             )
-        names = tuple(trained_names) if trained_names else tuple(f"band_{i}" for i in identity)
+        names = tuple(trained_names) if trained_names else ()
         if len(names) != num_model_bands:
             names = tuple(f"band_{i}" for i in identity)
         return InputBands(names, names, None)
     every = select_bands(dataset_bands, None)
-    selection = select_bands(dataset_bands, output_bands)
-    assert every.names is not None and selection.indexes is not None and selection.names is not None
-    if len(selection.indexes) != num_model_bands:
+    assert every.names is not None
+    if output_bands is not None:
+        numbers = select_bands(dataset_bands, output_bands).indexes
+    elif trained_indexes is not None:  # 1-based band numbers (never identifiers)
+        numbers = tuple(int(i) for i in trained_indexes)
+        beyond = [n for n in numbers if not 1 <= n <= len(every.names)]
+        if beyond:
+            raise ValueError(
+                f"The model was trained on band numbers {list(numbers)}, but dataset_bands "
+                f"describes {len(every.names)} bands."
+            )
+    else:
+        numbers = tuple(range(1, len(every.names) + 1))
+    assert numbers is not None
+    if len(numbers) != num_model_bands:
         raise ValueError(
-            f"output_bands selects {len(selection.indexes)} of the {len(every.names)} bands in "
-            f"dataset_bands, but the model takes {num_model_bands}."
+            f"The selection takes {len(numbers)} of the {len(every.names)} bands in dataset_bands, "
+            f"but the model takes {num_model_bands}: set output_bands to the model's bands."
         )
-    indexes = tuple(i - 1 for i in selection.indexes)
+    indexes = tuple(n - 1 for n in numbers)
+    model_bands = tuple(every.names[i] for i in indexes)
     if indexes == tuple(range(len(every.names))):
         indexes = None
-    return InputBands(tuple(every.names), tuple(selection.names), indexes)
+    return InputBands(tuple(every.names), model_bands, indexes)
 
 
 def model_output(output: Any) -> torch.Tensor:

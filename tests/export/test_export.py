@@ -272,6 +272,23 @@ def test_adaptive_pooling_exports_exactly_at_any_size(tmp_path):
         torch.testing.assert_close(torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]), expected)
 
 
+def test_band_resolution_reads_numbers_and_identifiers_as_the_datamodule_does():
+    from geofm.export.graph import resolve_input_bands
+
+    # TerraTorch's identifiers: output_bands [[1, 3]] are the 2nd to 4th bands of the file.
+    bands = resolve_input_bands(3, [[0, 5]], [[1, 3]])
+    assert bands.indexes == (1, 2, 3) and bands.file_bands == tuple(f"band_{i}" for i in range(1, 7))
+    # A checkpoint's band_indexes are 1-based numbers, never identifiers.
+    assert resolve_input_bands(3, [[0, 5]], trained_indexes=[2, 3, 4]).indexes == (1, 2, 3)
+    named = resolve_input_bands(2, FILE_BANDS, ["NIR_NARROW", "RED"])
+    assert (named.indexes, named.model_bands) == ((4, 3), ("NIR_NARROW", "RED"))
+    assert resolve_input_bands(7, FILE_BANDS).indexes is None  # every band, in order
+    with pytest.raises(ValueError, match="dataset_bands"):
+        resolve_input_bands(2, None, trained_indexes=[2, 3])  # a subset of unknown files
+    with pytest.raises(ValueError, match="the model takes 4"):
+        resolve_input_bands(4, FILE_BANDS, ["RED"])
+
+
 # ---------------------------------------------------------------------------- failures
 class Tiny(nn.Module):
     """A ready model: 1x1 conv, optionally through an operation ONNX lacks (SVD)."""

@@ -621,7 +621,7 @@ class TerraMindEncoder(nn.Module):
         parts = torch.split(feature, counts, dim=1)
         if self.merge_method == "dict":
             return dict(zip(keys, parts, strict=True))
-        if len(set(counts)) > 1:
+        if any(count != counts[0] for count in counts[1:]):  # (symbolic counts are unhashable)
             raise ValueError(
                 f"merge_method={self.merge_method!r} needs the same image size for every modality, "
                 f"got token counts {dict(zip(keys, counts, strict=True))}."

@@ -87,7 +87,7 @@ def export_from_config(
         raise FileNotFoundError(2, "Config file does not exist", str(config))
     cli = run_lightning_cli(["-c", str(config), "--trainer.logger", "false", *overrides], run=False)
     task, datamodule = cli.model, cli.datamodule
-    config_text = cli.parser.dump(cli.config, skip_none=False)
+    config_text = cli.parser.dump(cli.config)
     if datamodule is not None:
         task.configure_preprocess(datamodule, stage="predict")
     else:

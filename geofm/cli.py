@@ -4,8 +4,8 @@
 LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``,
 ``--print_config``). ``geofm predict --engine onnxruntime --model model.onnx
 --streaming.input scenes/ --streaming.output_dir out/`` predicts with an exported file alone,
-without LightningCLI (:mod:`geofm.cli_onnx`). ``geofm compute-statistics``, ``geofm check-config`` and ``geofm registry
-list`` are geofm's own.
+without LightningCLI (:mod:`geofm.cli_onnx`). ``geofm compute-statistics``, ``geofm
+check-config``, ``geofm export`` and ``geofm registry list`` are geofm's own.
 
 TerraTorch configs run as they are: while the command runs, ``terratorch.*`` class paths and
 imports are read as geofm's (:mod:`geofm.compat.terratorch`), and ``custom_modules_path`` is
@@ -194,6 +194,49 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from geofm.errors import ConfigError
+    from geofm.export.config import export_from_config
+
+    if args.ckpt_path is None and not args.allow_untrained:
+        raise ConfigError(
+            "geofm export needs --ckpt_path (a checkpoint file, or last/best of the config's run "
+            "directory); --allow-untrained exports the config's initial weights."
+        )
+    output = args.output or _default_export_path(args.config, args.format)
+    tile = args.tile_size
+    result = export_from_config(
+        args.config,
+        args.ckpt_path,
+        output,
+        args.format,
+        overrides=args.overrides,
+        nodata=args.nodata,
+        tile_size=tile[0] if tile and len(tile) == 1 else tile,
+        tile_overlap=args.tile_overlap,
+        opset=args.opset,
+        tolerance=args.tolerance,
+        dynamic=not args.fixed_size,
+    )
+    meta = result.metadata
+    fixed = meta["input"]["fixed_size"]
+    size = (
+        f"fixed size {fixed[0]}x{fixed[1]}"
+        if fixed
+        else f"any size (multiples of {meta['input']['size_multiple']})"
+    )
+    print(f"Exported {result.path} ({meta['format']}, {size}, dynamic batch)")
+    print(f"Metadata: {result.metadata_path}")
+    sizes = ", ".join(f"{h}x{w}" for h, w in meta["check"]["sizes"])
+    print(f"Check: max abs difference to the task's logits {result.max_abs_diff:.3g} at {sizes}")
+    return 0
+
+
+def _default_export_path(config: str, format: str) -> Path:
+    suffix = {"onnx": ".onnx", "torch-export": ".pt2", "safetensors": ".safetensors"}[format]
+    return Path(config).with_suffix(suffix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geofm",
@@ -235,6 +278,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("configs", nargs="+", help="YAML config file(s)")
     check.set_defaults(func=_check_config)
+
+    export = sub.add_parser(
+        "export",
+        help="export a trained model with its preprocessing (ONNX, torch.export, safetensors)",
+        description="Write the model of a fit config with a checkpoint's weights, its band "
+        "selection, nodata handling and normalisation inside, and <output>.json beside it. "
+        "The file is checked against the task on random inputs before it is written.",
+    )
+    export.add_argument("-c", "--config", required=True, help="the fit config (a run's config.yaml)")
+    export.add_argument("--ckpt_path", "--ckpt-path", help="checkpoint file, or last/best of the run directory")
+    export.add_argument(
+        "--format", choices=["onnx", "torch-export", "safetensors"], default="onnx", help="default: onnx"
+    )
+    export.add_argument("-o", "--output", help="output file (default: the config's name with .onnx/.pt2/.safetensors)")
+    export.add_argument("--nodata", type=float, help="the input files' nodata value (NaN and inf always are)")
+    export.add_argument(
+        "--tile-size", "--tile_size", type=int, nargs="+", metavar="SIDE",
+        help="tile side (or height width) the model predicts on; default: the task's tiled_inference, "
+        "else the first training image's size",
+    )
+    export.add_argument("--tile-overlap", "--tile_overlap", type=int, help="tile overlap, recorded in the metadata")
+    export.add_argument(
+        "--fixed-size", "--fixed_size", action="store_true",
+        help="fix height and width to the tile size (batch stays dynamic); default: dynamic when "
+        "the model allows",
+    )
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    export.add_argument(
+        "--tolerance", type=float, default=1e-4,
+        help="largest accepted difference between the file's logits and the task's (default 1e-4)",
+    )
+    export.add_argument(
+        "--allow-untrained", "--allow_untrained", action="store_true",
+        help="export the config's initial weights when no --ckpt_path is given",
+    )
+    export.epilog = "Any --data.init_args.NAME VALUE / --model.init_args.NAME VALUE pairs after these override the config."
+    export.set_defaults(func=_export)
     return parser
 
 
@@ -288,7 +368,7 @@ def _run(argv: list[str]) -> int:
         return 0
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "compute-statistics":
+    if unknown and args.command not in ("compute-statistics", "export"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # argparse's one line, exit 2
     args.overrides = unknown
     return int(args.func(args) or 0)

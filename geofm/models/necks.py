@@ -327,6 +327,8 @@ class ReshapeTokensToImage(Neck):
             return self.h, tokens_per_step // self.h
         if image_size is not None:
             height, width = image_size
+            if _symbolic(tokens_per_step, height, width):
+                return _traced_grid_size(tokens_per_step, height, width)
             # Square patches: Hg / Wg == H / W and Hg * Wg == tokens_per_step.
             hg = max(1, round(math.sqrt(tokens_per_step * height / width)))
             if tokens_per_step % hg == 0:
@@ -567,3 +569,30 @@ class AggregateTokens(Neck):
                     f"{i} has shape {tuple(x.shape)}."
                 )
         return out
+
+
+def _symbolic(*values: Any) -> bool:
+    """Whether any of ``values`` is a symbolic size (``torch.export`` with dynamic shapes)."""
+    return any(isinstance(v, torch.SymInt) for v in values)
+
+
+def _example_int(value: Any) -> int:
+    """The example value behind a symbolic size, read without fixing the size in the graph."""
+    if not isinstance(value, torch.SymInt):
+        return int(value)
+    hint = getattr(value, "hint", None)
+    if hint is None:
+        hint = value.node.hint
+    return int(hint)
+
+
+def _traced_grid_size(tokens: Any, height: Any, width: Any) -> tuple[Any, Any]:
+    """:meth:`ReshapeTokensToImage.grid_size` for symbolic sizes, under ``torch.export``.
+
+    The square root of the eager rule would fix the grid to the example's; the patch side is a
+    constant of the model, so it is taken from the example sizes and the grid is
+    ``(H // patch, tokens // Hg)``, symbolic in ``H`` and ``W``.
+    """
+    patch = round(math.sqrt(_example_int(height) * _example_int(width) / _example_int(tokens)))
+    hg = height // max(patch, 1)
+    return hg, tokens // hg

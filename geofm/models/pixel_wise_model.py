@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -55,8 +54,9 @@ class PixelWiseModel(EncoderDecoderModel):
         if self.rescale and tuple(out.shape[-2:]) != padded:
             out = F.interpolate(out, size=padded, mode="bilinear", align_corners=False)
         # Crop the padding away, in the output's own resolution when it was not rescaled.
-        rows = math.ceil(size[0] * out.shape[-2] / padded[0])
-        cols = math.ceil(size[1] * out.shape[-1] / padded[1])
+        # Integer ceil-division: exact, and a size expression torch.export can save.
+        rows = -(-size[0] * out.shape[-2] // padded[0])
+        cols = -(-size[1] * out.shape[-1] // padded[1])
         out = out[..., :rows, :cols]
         if self.task == "regression":
             if out.shape[1] != 1:

@@ -325,7 +325,9 @@ class DOFAEncoder(nn.Module):
         pos_embed = model.pos_embed
         side = math.isqrt(pos_embed.shape[1] - 1)
         grid = self.grid_size(x.shape[-2], x.shape[-1])
-        if grid != (side, side):
+        # Under torch.export the grid is symbolic: always resize (to the same grid it is exact),
+        # so that the exported model takes any size instead of the traced one.
+        if torch.compiler.is_exporting() or grid != (side, side):
             pos_embed = resize_dofa_pos_embed(pos_embed, grid, self.pos_interpolation_mode)
         # Float32 wavelengths, as TorchGeo and TerraTorch: their code is in nanometres.
         waves = torch.tensor(self.wavelengths, device=x.device, dtype=torch.float32)

@@ -87,13 +87,17 @@ def resize_pos_embed(
         ``(1, 1 + Tg' * Hg' * Wg', D)`` on the device and in the dtype of ``pos_embed``.
     """
     grid_size, new_grid_size = tuple(grid_size), tuple(new_grid_size)
-    if grid_size == new_grid_size:
+    # Under torch.export the grid is symbolic: comparing it with the stored one would fix the
+    # exported size. Resizing to the same grid is exact (bicubic, align_corners=True), so an
+    # exported model always resizes and takes any size.
+    exporting = torch.compiler.is_exporting()
+    if not exporting and grid_size == new_grid_size:
         return pos_embed
     embed_dim = pos_embed.shape[-1]
     if new_grid_size[0] != grid_size[0]:
         grid_size = (new_grid_size[0], *grid_size[1:])
         pos_embed = sincos_3d_pos_embed(embed_dim, grid_size).to(pos_embed)
-    if grid_size[1:] == new_grid_size[1:]:
+    if not exporting and grid_size[1:] == new_grid_size[1:]:
         return pos_embed
     cls_embed, patch_embed = pos_embed[:, :1], pos_embed[:, 1:]
     # (1, T*H*W, D) -> (T, D, H, W): frames as the batch, so only H and W are interpolated.

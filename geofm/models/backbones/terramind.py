@@ -285,7 +285,9 @@ def resize_pos_emb(pos_emb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor
     side = math.isqrt(pos_emb.shape[1])
     if side * side != pos_emb.shape[1]:
         raise ValueError(f"pos_emb of shape {tuple(pos_emb.shape)} is not a square grid.")
-    if (side, side) == tuple(grid):
+    # Under torch.export the grid is symbolic: always resize (exact at the same grid), so the
+    # exported model takes any size, not only the traced one.
+    if not torch.compiler.is_exporting() and (side, side) == tuple(grid):
         return pos_emb
     maps = pos_emb.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
     maps = F.interpolate(maps, size=tuple(grid), mode="bicubic", align_corners=False)
@@ -619,7 +621,7 @@ class TerraMindEncoder(nn.Module):
         parts = torch.split(feature, counts, dim=1)
         if self.merge_method == "dict":
             return dict(zip(keys, parts, strict=True))
-        if len(set(counts)) > 1:
+        if any(count != counts[0] for count in counts[1:]):  # (symbolic counts are unhashable)
             raise ValueError(
                 f"merge_method={self.merge_method!r} needs the same image size for every modality, "
                 f"got token counts {dict(zip(keys, counts, strict=True))}."

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "AdaptiveAvgPool2d",
     "as_channel_list",
     "resolve_index",
     "positive_int",
@@ -150,3 +151,34 @@ def activation_layer(name: str, decoder: str) -> type[nn.Module]:
             f"{', '.join(names)}."
         )
     return getattr(nn, found)
+
+
+def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(out, size)`` weights whose row ``i`` averages adaptive pooling's window ``i``:
+    ``floor(i * size / out)`` to ``ceil((i + 1) * size / out)``, as PyTorch lays them out."""
+    rows = torch.arange(out, device=like.device)
+    cols = torch.arange(size, device=like.device)
+    start = (rows * size) // out
+    end = ((rows + 1) * size + out - 1) // out
+    inside = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that stays exact in exported graphs of any input size.
+
+    ONNX has no adaptive pooling: exporters lower it to a pooling of fixed windows, right only
+    when the input side is a multiple of the output side. Under ``torch.export`` the windows
+    are averaged by two matrices built from the (symbolic) input size instead; eager runs use
+    PyTorch's kernel. Same state dict as ``nn.AdaptiveAvgPool2d`` (none).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        size = self.output_size if isinstance(self.output_size, Sequence) else (self.output_size,) * 2
+        out_h = x.shape[-2] if size[0] is None else int(size[0])
+        out_w = x.shape[-1] if size[1] is None else int(size[1])
+        rows = _averaging_matrix(x.shape[-2], out_h, x)
+        cols = _averaging_matrix(x.shape[-1], out_w, x)
+        return rows @ x @ cols.transpose(0, 1)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geofm.models.decoders.blocks import (
+    AdaptiveAvgPool2d,
     as_channel_list,
     check_features,
     conv_norm_act,
@@ -40,7 +41,7 @@ class _PyramidPooling(nn.Module):
         self.align_corners = align_corners
         self.branches = nn.ModuleList(
             nn.Sequential(
-                nn.AdaptiveAvgPool2d(scale),
+                AdaptiveAvgPool2d(scale),
                 # A 1x1 pooled map has one value per channel and sample: BatchNorm there breaks
                 # training at batch size 1, so that branch goes without it.
                 conv_norm_act(in_channels, channels, kernel_size=1, norm=scale > 1),

@@ -17,9 +17,9 @@ Prints figures, asserts nothing. Needs the ``onnx`` extra and onnxscript (the ex
     python benchmarks/bench_onnx.py --quick          # resnet18 + U-Net, a 448 px scene
     python benchmarks/bench_onnx.py --models prithvi --batch 8 --scene 2048
 
-The files are exported with the tests' stand-in exporter (``tests/inference/onnx_export.py``);
-TODO: switch to ``geofm.export`` once it is merged. ``prithvi_eo_tiny`` is exported with a
-fixed 224 x 224 input (torch.export cannot trace its size-dependent code with dynamic sizes).
+The files are exported with the tests' module exporter (``tests/inference/onnx_export.py``,
+the same graph contract as ``geofm export`` but for a bare model and Preprocess, no task);
+``prithvi_eo_tiny`` is exported with a fixed 224 x 224 input.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def bench(name: str, args: argparse.Namespace, folder: Path) -> None:
     from geofm.inference import Predictor, predict_scene
     from geofm.inference.onnx_engine import OnnxRuntimeModel
     from geofm.models.preprocess import Preprocess
-    from tests.inference.onnx_export import export_onnx  # TODO: geofm.export once merged
+    from tests.inference.onnx_export import export_onnx
 
     torch.manual_seed(0)
     model, fixed = build(name)

@@ -201,7 +201,16 @@ class OnnxRuntimeModel:
 
     # ------------------------------------------------------------------ scenes
     def check_tile_size(self, tile: tuple[int, int]) -> None:
-        """Raise unless ``(h, w)`` tiles fit the graph (any size, or its fixed size)."""
+        """Raise unless ``(h, w)`` tiles fit the graph (its fixed size, or multiples of its
+        ``size_multiple``)."""
+        multiple = self.metadata.size_multiple
+        off = multiple is not None and (tile[0] % multiple[0] or tile[1] % multiple[1])
+        if self.fixed_size is None and off:
+            raise OnnxModelError(
+                f"tile_size {tile[0]} x {tile[1]} does not fit '{self.path}', which takes tiles "
+                f"whose sides are multiples of {multiple[0]} x {multiple[1]} "
+                "(input.size_multiple): set tile_size to such a size or leave it unset."
+            )
         if self.fixed_size is not None and tuple(tile) != tuple(self.fixed_size):
             h, w = self.fixed_size
             raise OnnxModelError(

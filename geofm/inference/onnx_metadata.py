@@ -61,6 +61,8 @@ class OnnxMetadata:
             given.
         nodata: A raw value the graph reads as nodata in every band, or ``None``.
         fixed_size: ``(h, w)`` when the graph takes only tiles of that size.
+        size_multiple: ``(h, w)`` that tile sides must be multiples of when the graph takes
+            several sizes (``geofm export`` traces the model's padding away), or ``None``.
         output_name: The graph output (logits).
         activation: ``softmax``, ``sigmoid`` or ``none``.
         num_classes: Output channels, when given.
@@ -78,6 +80,7 @@ class OnnxMetadata:
     model_bands: tuple[str, ...] | None
     nodata: float | None
     fixed_size: tuple[int, int] | None
+    size_multiple: tuple[int, int] | None
     output_name: str
     activation: str
     num_classes: int | None
@@ -101,6 +104,7 @@ def read_metadata(model_path: str | Path) -> OnnxMetadata:
     """Read and check the metadata beside an exported file.
 
     Keys the contract marks optional (``model_bands``, ``nodata``, ``fixed_size``,
+    ``size_multiple``,
     ``num_classes``, ``class_names``, ``class_colors``, ``tile``, ``config_sha256``) may be
     missing or null; the others must be there and valid.
 
@@ -143,6 +147,7 @@ def read_metadata(model_path: str | Path) -> OnnxMetadata:
             f"{' or '.join(repr(a) for a in expected)}."
         )
     tile = reader.get("tile", dict, required=False) or {}
+    multiple = reader.get("input.size_multiple", (int, list), required=False)
     return OnnxMetadata(
         path=path,
         task=task,
@@ -151,6 +156,7 @@ def read_metadata(model_path: str | Path) -> OnnxMetadata:
         model_bands=reader.names("input.model_bands", required=False),
         nodata=None if nodata is None else float(nodata),
         fixed_size=reader.size("input.fixed_size"),
+        size_multiple=_pair(_size_or_int(multiple, path, "input.size_multiple")),
         output_name=reader.get("output.name", str),
         activation=activation,
         num_classes=reader.get("output.num_classes", int, required=False),
@@ -201,6 +207,10 @@ class _Keys:
         if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
             raise OnnxModelError(f"{self.path}: '{key}' is {value!r}; expected null or [h, w].")
         return int(value[0]), int(value[1])
+
+
+def _pair(value: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    return (value, value) if isinstance(value, int) else value
 
 
 def _size_or_int(

@@ -6,7 +6,8 @@ selects the model bands, reads ``nodata`` values as NaN, runs the
 :class:`~geofm.models.preprocess.Preprocess` and the model, and returns ``logits``
 ``(B, K, H, W)`` without activation.
 
-TODO: switch to geofm.export once it is merged; only :func:`export_onnx` is used outside.
+It exports plain modules (no task), so the engine's tests can give the metadata any shape;
+``test_a_geofm_export_file_matches_the_task_on_a_scene`` runs the real exporter's file.
 """
 
 from __future__ import annotations

@@ -17,9 +17,6 @@ import numpy as np
 import pytest
 import rasterio
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")  # torch.onnx.export's translator
-
 from geofm.cli import main  # noqa: E402
 from geofm.cli_onnx import pop_engine  # noqa: E402
 from geofm.errors import GeofmError  # noqa: E402
@@ -325,3 +322,28 @@ def test_pop_engine_leaves_the_torch_command_as_it_was():
         "torch", ["-c", "x.yaml", "--ckpt_path", "last"]
     )
     assert pop_engine(["-c", "x.yaml"]) == (None, ["-c", "x.yaml"])
+
+
+def test_a_geofm_export_file_matches_the_task_on_a_scene(tmp_path):
+    """The real exporter's file (band selection, nodata, preprocessing inside) through the
+    onnxruntime engine equals the task's own streamed prediction."""
+    from geofm.export import export_task
+    from tests.export.test_export import FILE_BANDS as EXPORT_BANDS
+    from tests.export.test_export import build
+
+    task = build("resnet18_smp_unet")
+    result = export_task(task, tmp_path / "m.onnx", dataset_bands=EXPORT_BANDS, nodata=0, tile_size=64, tile_overlap=16)
+    assert result.metadata["input"]["size_multiple"] == 32
+    write_raster(tmp_path / "scene.tif", 100, 130, bands=len(EXPORT_BANDS), nodata=0)
+    eager = predict_scene(task.predictor, tmp_path / "scene.tif", tmp_path / "eager.tif", bands=[4, 3, 2, 5],
+                          output="probabilities", tile_size=64, overlap=16, **SETTINGS)
+    onnx = predict_scene(result.path, tmp_path / "scene.tif", tmp_path / "onnx.tif", engine="onnxruntime",
+                         output="probabilities", **SETTINGS)
+    (expected, expected_profile), (got, profile) = _read(eager), _read(onnx)
+    _assert_same_profile(expected_profile, profile)
+    valid = ~np.isnan(expected)
+    assert np.array_equal(valid, ~np.isnan(got))
+    np.testing.assert_allclose(got[valid], expected[valid], atol=1e-4)
+    with pytest.raises(OnnxModelError, match="multiples of 32 x 32"):
+        predict_scene(result.path, tmp_path / "scene.tif", tmp_path / "bad.tif", engine="onnxruntime",
+                      tile_size=48, overlap=8, **SETTINGS)

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from geofm.data.band_selection import BandSpec, expand_band_list, select_bands
+from geofm.inference.predictor import model_output
 
-__all__ = ["ExportGraph", "InputBands", "model_output", "resolve_input_bands"]
+__all__ = ["ExportGraph", "InputBands", "resolve_input_bands"]
 
 
 @dataclass(frozen=True)
@@ -115,21 +116,6 @@ def resolve_input_bands(
     if indexes == tuple(range(len(every.names))):
         indexes = None
     return InputBands(tuple(every.names), model_bands, indexes)
-
-
-def model_output(output: Any) -> torch.Tensor:
-    """The logits in what a model returned: ``(B, K, H, W)`` (a ``(B, H, W)`` regression map
-    gains its channel) or ``(B, K)``."""
-    if isinstance(output, dict) and "output" in output:
-        output = output["output"]
-    elif not isinstance(output, torch.Tensor) and hasattr(output, "output"):
-        output = output.output
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"The model returned {type(output).__name__}; export needs a tensor, a ModelOutput "
-            "or a dict with an 'output' tensor."
-        )
-    return output.unsqueeze(1) if output.ndim == 3 else output
 
 
 class ExportGraph(nn.Module):

@@ -21,6 +21,7 @@ __all__ = [
     "Predictor",
     "activate",
     "model_extra_inputs",
+    "model_output",
     "output_tensor",
     "probabilities_to_logits",
     "repeat_extra",
@@ -34,16 +35,17 @@ COORDINATE_KEYS = ("temporal_coords", "location_coords")
 PredictionKind = Literal["probabilities", "multilabel", "values"]
 
 
-def _output(output: Any) -> torch.Tensor:
-    """The tensor in what a model returned; a ``(B, h, w)`` regression map gains its channel."""
+def model_output(output: Any) -> torch.Tensor:
+    """The tensor in what a model returned (a tensor, a ``ModelOutput`` or a dict with
+    ``"output"``); a ``(B, h, w)`` regression map gains its channel."""
     if isinstance(output, dict) and "output" in output:
         output = output["output"]
     elif not isinstance(output, torch.Tensor) and hasattr(output, "output"):
         output = output.output
     if not isinstance(output, torch.Tensor):
         raise TypeError(
-            f"The model returned {type(output).__name__}; prediction needs a tensor, a "
-            "ModelOutput or a dict with an 'output' tensor."
+            f"The model returned {type(output).__name__}; prediction and export need a tensor, "
+            "a ModelOutput or a dict with an 'output' tensor."
         )
     return output.unsqueeze(1) if output.ndim == 3 else output
 
@@ -54,7 +56,7 @@ def output_tensor(output: Any) -> torch.Tensor:
     Accepts a tensor, a :class:`~geofm.models.model.ModelOutput` (its ``output``) or a dict
     with an ``"output"`` key; ``(B, h, w)`` regression maps gain a channel axis.
     """
-    output = _output(output)
+    output = model_output(output)
     if output.ndim != 4:
         raise ValueError(
             f"The model returned a tensor of shape {tuple(output.shape)}; pixel-wise prediction "
@@ -143,7 +145,7 @@ class Predictor:
         else:
             x = image.float()
         inputs = {key: value for key, value in extra.items() if key in self.extra_inputs}
-        return _output(self.model(x, **inputs))
+        return model_output(self.model(x, **inputs))
 
     def __call__(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> torch.Tensor:
         """``(N, K, h, w)`` float32 probabilities or values for raw ``image``."""

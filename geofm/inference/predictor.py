@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 __all__ = [
     "COORDINATE_KEYS",

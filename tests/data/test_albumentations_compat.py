@@ -175,7 +175,8 @@ def test_center_crop_is_the_middle():
 
 
 def test_resize_keeps_classes_and_matches_opencv_on_the_image():
-    albumentations = pytest.importorskip("albumentations")
+    import albumentations
+
     batch = encoded_batch(4, b=2, size=32)
     image, mask = batch["image"].clone(), batch["mask"].clone()
     out = device_only([alb("Resize", height=16, width=16)])(batch)
@@ -277,7 +278,6 @@ def test_other_terratorch_transforms_are_named_errors():
 
 # ---------------------------------------------------------------- per sample on the CPU
 def test_unmappable_entries_run_on_the_cpu_and_keep_the_order(caplog):
-    pytest.importorskip("albumentations")
     caplog.set_level(logging.INFO, logger="geofm.data.albumentations_compat")
     spec = [
         alb("HorizontalFlip", p=1.0),
@@ -296,7 +296,6 @@ def test_unmappable_entries_run_on_the_cpu_and_keep_the_order(caplog):
 
 
 def test_cpu_sample_transform_on_temporal_and_multimodal_images():
-    pytest.importorskip("albumentations")
     on_cpu, _ = build_transforms([alb("HorizontalFlip", p=1.0), alb("ChannelDropout", p=0.0)])
     image = torch.rand(2, 3, 8, 8)  # (C, T, H, W)
     mask = torch.randint(0, 3, (8, 8))
@@ -313,7 +312,6 @@ def test_cpu_sample_transform_on_temporal_and_multimodal_images():
 
 
 def test_cpu_pixels_from_outside_are_nodata_and_mask_fill():
-    pytest.importorskip("albumentations")
     on_cpu, _ = build_transforms(
         [alb("Rotate", limit=[45, 45], p=1.0, border_mode=0)], mask_fill=-1
     )
@@ -325,7 +323,6 @@ def test_cpu_pixels_from_outside_are_nodata_and_mask_fill():
 
 
 def test_cpu_transforms_repeat_under_seed_everything():
-    pytest.importorskip("albumentations")
     from lightning.pytorch import seed_everything
 
     on_cpu, _ = build_transforms([alb("CoarseDropout", p=1.0)])
@@ -367,7 +364,6 @@ def test_missing_albumentations_is_one_clear_error(monkeypatch):
 
 
 def test_albumentations_argument_errors_name_the_entry():
-    pytest.importorskip("albumentations")
     with pytest.raises(ConfigError, match=r"test_transform\[0\]: albumentations.GridDropout"):
         build_transforms([alb("GridDropout", ratio=7.0)], "test_transform")
     with pytest.raises(ValueError, match=r"test_transform\[0\]: 'albumentations.NoSuchThing'"):
@@ -388,7 +384,6 @@ def encoded_folder(root: Path, names=("a", "b", "c", "d"), bands: int = 4, size:
 
 
 def test_datamodule_with_a_terratorch_transform_list(tmp_path, caplog):
-    pytest.importorskip("albumentations")
     caplog.set_level(logging.INFO)
     root = encoded_folder(tmp_path)
     train_transform = [  # as YAML gives it
@@ -476,7 +471,6 @@ data:
 
 def test_geofm_fit_runs_a_terratorch_transform_list(tmp_path, folders, caplog):  # noqa: F811
     """The whole route: the geofm command, TerraTorch's paths aliased, one training step."""
-    pytest.importorskip("albumentations")
     import yaml
 
     from geofm.cli import main as geofm

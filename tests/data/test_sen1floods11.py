@@ -17,10 +17,13 @@ from geofm.data.statistics import compute_statistics
 CHIP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "sen1floods11_sample"
 S2_BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
 
-pytestmark = pytest.mark.skipif(
-    not (CHIP / "Spain_7370579_S2Hand.tif").is_file(),
-    reason=f"real Sen1Floods11 chip not found at {CHIP} (shared data folder absent)",
-)
+
+
+@pytest.fixture(autouse=True)
+def _chip_present() -> None:
+    assert (CHIP / "Spain_7370579_S2Hand.tif").is_file(), (
+        f"real Sen1Floods11 chip not found at {CHIP}: check out ../shared beside the repository"
+    )
 
 
 def test_sen1floods11_chip():

@@ -369,7 +369,6 @@ def test_given_necks_and_map_backbones_get_nothing_inserted(factory, caplog):
 
 
 def test_dofa_without_necks_gets_its_reshape(factory):
-    pytest.importorskip("torchgeo", reason="DOFA runs on torchgeo's model code (geofm[torchgeo])")
     model = factory.build_model(
         "segmentation", "dofa_small_patch16_224", "FCNDecoder", num_classes=2,
         backbone_model_bands=["RED", "GREEN", "BLUE"], backbone_img_size=64,

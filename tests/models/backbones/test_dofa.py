@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-pytest.importorskip("torchgeo", reason="DOFA runs on torchgeo's model code (geofm[torchgeo])")
-
 from geofm.models.backbones import dofa  # noqa: E402  (registers the variants)
 from geofm.models.backbones.dofa import (  # noqa: E402
     DOFA_PRETRAINED_CONFIGS,

@@ -32,7 +32,8 @@ LAYOUTS = next(
      if (p / "shared" / "specs" / "zoo_state_dict_layouts.json").is_file()),
     REPO / "absent.json",
 )
-needs_layouts = pytest.mark.skipif(not LAYOUTS.is_file(), reason=f"spec table {LAYOUTS} not found")
+def _require_layouts() -> None:
+    assert LAYOUTS.is_file(), f"spec table {LAYOUTS} not found: check out ../shared beside the repository"
 TWO = ["S2L2A", "S1GRD"]
 S2L2A = list(MODALITIES["untok_sen2l2a@224"].bands)
 
@@ -77,8 +78,7 @@ def official_file(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
-    if not LAYOUTS.is_file():
-        pytest.skip(f"spec table {LAYOUTS} not found")
+    _require_layouts()
     state = official_file("terramind_v1_tiny")
     path = tmp_path_factory.mktemp("terramind") / "TerraMind_v1_tiny.pt"
     torch.save(state, path)
@@ -211,7 +211,6 @@ def test_wrong_variant_is_a_shape_error(tiny_file) -> None:
 
 
 # ------------------------------------------------------------------------------ features
-@needs_layouts
 def test_features_equal_the_spec(tiny_file) -> None:
     path, state = tiny_file
     spec = layout("terramind_v1_tiny")
@@ -340,8 +339,7 @@ def test_runtime_subset_alias_and_unknown_key_ignored_with_a_warning() -> None:
 
 # ------------------------------------------------------------------------------ bands, stats
 def test_band_subset_copies_the_right_columns(tmp_path) -> None:
-    if not LAYOUTS.is_file():
-        pytest.skip(f"spec table {LAYOUTS} not found")
+    _require_layouts()
     spec = layout("terramind_v1_small")
     state = official_file("terramind_v1_small", seed=3)
     torch.save(state, tmp_path / "small.pt")

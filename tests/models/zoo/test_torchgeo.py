@@ -13,8 +13,6 @@ import sys
 import pytest
 import torch
 
-pytest.importorskip("torchgeo")
-
 from geofm.models.zoo.torchgeo import TorchGeoBackbone, weight_bands, weight_names  # noqa: E402
 from geofm.registry import BACKBONE_REGISTRY, MODEL_FACTORY_REGISTRY  # noqa: E402
 

@@ -61,7 +61,9 @@ def _gather_tile(image: torch.Tensor, row: int, col: int, size: tuple[int, int])
 
 
 def _tile_batch(
-    image: torch.Tensor | Mapping[str, torch.Tensor], chunk: list[tuple[Tile, int]], size: tuple[int, int]
+    image: torch.Tensor | Mapping[str, torch.Tensor],
+    chunk: list[tuple[Tile, int]],
+    size: tuple[int, int],
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """The tiles of ``chunk`` (tile, image index) stacked; a dict image gives a dict of stacks."""
     if isinstance(image, Mapping):

@@ -273,6 +273,12 @@ def test_crop_layout_error(tmp_path):
         dm.setup("fit")
 
 
+def test_crop_metadata_file_other_than_the_default_is_refused(tmp_path):
+    MultiTemporalCropClassificationDataModule(tmp_path, metadata_file_name="chips_df.csv")
+    with pytest.raises(ValueError, match="metadata_file_name='dates.csv': geofm does not read"):
+        MultiTemporalCropClassificationDataModule(tmp_path, metadata_file_name="dates.csv")
+
+
 # ---------------------------------------------------------------------------- burn scars
 def test_fire_scars_folders_and_masks(tmp_path):
     layout = make_fire_scars(tmp_path / "hls_burn_scars")

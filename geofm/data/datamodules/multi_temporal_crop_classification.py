@@ -116,7 +116,8 @@ class MultiTemporalCropClassificationDataModule(BenchmarkSegmentationDataModule)
         use_metadata: Accepted for TerraTorch configs. ``location_coords`` come from the files'
             CRS; the dates of ``chips_df.csv`` are not read, so there are no
             ``temporal_coords``.
-        metadata_file_name: Accepted for TerraTorch configs (``chips_df.csv``); not read.
+        metadata_file_name: TerraTorch's dates file. geofm does not read it, so only the
+            default (``chips_df.csv``) is taken; another name is an error.
         num_classes: Number of classes (labels are checked against it).
         **kwargs: Other settings of
             :class:`~geofm.data.datamodules.segmentation.GenericNonGeoSegmentationDataModule`
@@ -160,6 +161,11 @@ class MultiTemporalCropClassificationDataModule(BenchmarkSegmentationDataModule)
         **kwargs: Any,
     ):
         owner = type(self).__name__
+        if metadata_file_name != "chips_df.csv":
+            raise ValueError(
+                f"{owner}: metadata_file_name={metadata_file_name!r}: geofm does not read the "
+                "crop metadata file (no temporal_coords come from it); remove the setting."
+            )
         names = self.selected_names(CROP_BANDS, bands, owner)
         means = band_statistics(_MEANS, names, owner)
         stds = band_statistics(_STDS, names, owner)
@@ -201,4 +207,3 @@ class MultiTemporalCropClassificationDataModule(BenchmarkSegmentationDataModule)
             num_classes=num_classes,
             **kwargs,
         )
-        self.metadata_file_name = metadata_file_name

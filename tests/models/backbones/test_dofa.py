@@ -23,13 +23,9 @@ from geofm.models.backbones.dofa import (  # noqa: E402
 from geofm.registry import BACKBONE_REGISTRY, GEOFM_BACKBONE_REGISTRY, MODEL_FACTORY_REGISTRY  # noqa: E402
 from geofm.registry.errors import MissingDependencyError  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.models.backbones.spec_files import REPO, ZOO_LAYOUTS  # noqa: E402
 # The spec's key/shape table, when the shared folder is beside the checkout (or its worktrees).
-LAYOUTS = next(
-    (p / "shared" / "specs" / "zoo_state_dict_layouts.json" for p in (REPO.parent, REPO.parent.parent)
-     if (p / "shared" / "specs" / "zoo_state_dict_layouts.json").is_file()),
-    REPO / "absent.json",
-)
+LAYOUTS = ZOO_LAYOUTS
 # The spec's worked case: 8 bands, optical and SAR, four blocks.
 BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2", "VV", "VH"]
 WAVES = [0.49, 0.56, 0.665, 0.864, 1.61, 2.20, 5.405, 5.405]

@@ -25,13 +25,9 @@ from geofm.models.backbones.terramind import (
 from geofm.models.model import run_necks
 from geofm.registry import BACKBONE_REGISTRY, GEOFM_BACKBONE_REGISTRY, MODEL_FACTORY_REGISTRY
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.models.backbones.spec_files import REPO, ZOO_LAYOUTS  # noqa: E402
 # The spec's key/shape table, when the shared folder is beside the checkout (or its worktrees).
-LAYOUTS = next(
-    (p / "shared" / "specs" / "zoo_state_dict_layouts.json" for p in (REPO.parent, REPO.parent.parent)
-     if (p / "shared" / "specs" / "zoo_state_dict_layouts.json").is_file()),
-    REPO / "absent.json",
-)
+LAYOUTS = ZOO_LAYOUTS
 def _require_layouts() -> None:
     assert LAYOUTS.is_file(), f"spec table {LAYOUTS} not found: check out ../shared beside the repository"
 TWO = ["S2L2A", "S1GRD"]

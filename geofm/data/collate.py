@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["collate_samples"]
+__all__ = ["OBJECT_KEYS", "collate_detection", "collate_samples"]
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -101,3 +101,30 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
+
+
+#: Per-object keys of detection samples: one tensor per sample, of its own length ``N_i``.
+OBJECT_KEYS = ("boxes", "labels", "masks")
+
+
+def collate_detection(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`collate_samples` for detection: objects stay lists, one tensor per sample.
+
+    Args:
+        samples: Dicts with ``image`` ``(C, H, W)`` and, when labelled, ``boxes`` ``(N_i, 4)``,
+            ``labels`` ``(N_i,)`` and optional ``masks`` ``(N_i, H, W)``.
+
+    Returns:
+        ``image`` ``(B, C, H, W)`` (and the other keys as :func:`collate_samples` batches them);
+        ``boxes``, ``labels``, ``masks`` as lists of length ``B`` (torchvision's detection
+        models take targets as a list per image, since each image has its own count).
+    """
+    objects = {k: [s[k] for s in samples] for k in OBJECT_KEYS if k in samples[0]}
+    rest = [{k: v for k, v in s.items() if k not in OBJECT_KEYS} for s in samples]
+    for sample in samples[1:]:
+        if [k for k in OBJECT_KEYS if k in sample] != list(objects):
+            raise ValueError(
+                f"Samples have different object keys: {list(objects)} and "
+                f"{[k for k in OBJECT_KEYS if k in sample]}."
+            )
+    return {**collate_samples(rest), **objects}

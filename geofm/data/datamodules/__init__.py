@@ -9,6 +9,7 @@ TerraTorch names geofm lacks on purpose (GEO-Bench's ``M...NonGeoDataModule``...
 
 from geofm.data.datamodules.base import GeoTiffDataModule
 from geofm.data.datamodules.classification import GenericNonGeoClassificationDataModule
+from geofm.data.datamodules.detection import GenericNonGeoDetectionDataModule
 from geofm.data.datamodules.fire_scars import FireScarsNonGeoDataModule
 from geofm.data.datamodules.multi_temporal_crop_classification import (
     MultiTemporalCropClassificationDataModule,
@@ -27,6 +28,7 @@ __all__ = [
     "GenericNonGeoSegmentationDataModule",
     "GenericNonGeoPixelwiseRegressionDataModule",
     "GenericNonGeoClassificationDataModule",
+    "GenericNonGeoDetectionDataModule",
     "GenericMultiModalDataModule",
     "Sen1Floods11NonGeoDataModule",
     "MultiTemporalCropClassificationDataModule",

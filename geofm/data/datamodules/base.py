@@ -108,6 +108,9 @@ class GeoTiffDataModule(pl.LightningDataModule):
             files.
     """
 
+    #: How the loaders batch samples (detection keeps each sample's objects in lists).
+    collate_fn = staticmethod(collate_samples)
+
     def __init__(
         self,
         batch_size: int = 8,
@@ -311,7 +314,7 @@ class GeoTiffDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             shuffle=train,
             num_workers=self.num_workers,
-            collate_fn=collate_samples,
+            collate_fn=self.collate_fn,
             drop_last=train and self.drop_last and len(dataset) >= batch_size,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,

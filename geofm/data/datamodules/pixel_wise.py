@@ -112,8 +112,8 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
         """Whether ``split`` has a data root."""
         return self.roots[split] is not None
 
-    def dataset_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments the task-specific dataset class adds."""
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
+        """Keyword arguments the task-specific dataset class adds for ``split``."""
         return {}
 
     def build_dataset(self, split: str) -> GenericPixelWiseDataset:
@@ -143,5 +143,5 @@ class GenericPixelWiseDataModule(GeoTiffDataModule):
                 "predict_dataset_bands" if overrides[0] is not None else "dataset_bands",
                 "predict_output_bands" if overrides[1] is not None else "output_bands",
             ),
-            **self.dataset_kwargs(),
+            **self.dataset_kwargs(split),
         )

@@ -56,6 +56,6 @@ class GenericNonGeoSegmentationDataModule(GenericPixelWiseDataModule):
         self.num_classes = num_classes
         self.reduce_zero_label = reduce_zero_label
 
-    def dataset_kwargs(self) -> dict[str, Any]:
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
         """``num_classes`` and ``reduce_zero_label`` for the dataset."""
         return {"num_classes": self.num_classes, "reduce_zero_label": self.reduce_zero_label}

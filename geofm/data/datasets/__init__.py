@@ -1,7 +1,8 @@
-"""Generic GeoTIFF datasets: pixel-wise (segmentation, regression) and classification."""
+"""Generic GeoTIFF datasets: pixel-wise (segmentation, regression), classification, detection."""
 
 from geofm.data.datasets.base import GeoTiffDataset
 from geofm.data.datasets.classification import GenericNonGeoClassificationDataset, find_classes
+from geofm.data.datasets.detection import GenericNonGeoDetectionDataset
 from geofm.data.datasets.multimodal import (
     GenericMultimodalDataset,
     GenericMultimodalPixelwiseRegressionDataset,
@@ -19,6 +20,7 @@ __all__ = [
     "GenericNonGeoSegmentationDataset",
     "GenericNonGeoPixelwiseRegressionDataset",
     "GenericNonGeoClassificationDataset",
+    "GenericNonGeoDetectionDataset",
     "GenericMultimodalDataset",
     "GenericMultimodalSegmentationDataset",
     "GenericMultimodalPixelwiseRegressionDataset",

@@ -3,8 +3,8 @@
 Defaults a user gets without a word in the config, all under the run directory
 (``trainer.default_root_dir``, ``runs/<config name>`` by default):
 
-- ``checkpoints/``: ``best-*.ckpt`` (lowest ``val/loss``) and ``last.ckpt``, in one place for
-  every invocation so that ``--ckpt_path last`` resumes;
+- ``checkpoints/``: ``best-*.ckpt`` (lowest ``val/loss``; detection: highest ``val/map``) and
+  ``last.ckpt``, in one place for every invocation so that ``--ckpt_path last`` resumes;
 - ``config.yaml``: the resolved config of the latest fit;
 - ``logs/version_N/``: ``metrics.csv``, the invocation's config, and TensorBoard events when
   tensorboard is installed (a new version per invocation, so validate never erases fit logs);
@@ -67,6 +67,7 @@ def import_components() -> None:
     import geofm.callbacks  # noqa: F401
     import geofm.data.datamodules  # noqa: F401
     import geofm.tasks.classification  # noqa: F401
+    import geofm.tasks.detection  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
     import geofm.tasks.segmentation  # noqa: F401
 
@@ -251,12 +252,14 @@ class GeofmCLI(LightningCLI):
         if config.get("enable_checkpointing", True) is not False and not fast_dev_run and not any(
             isinstance(cb, ModelCheckpoint) for cb in user_callbacks + callbacks
         ):
+            # Tasks without a validation loss (detection: val/map) name their own monitor.
+            monitor, mode = getattr(self.model, "checkpoint_monitor", ("val/loss", "min"))
             callbacks.append(
                 ModelCheckpoint(
                     dirpath=root / "checkpoints",
                     filename="best-{epoch}-{step}",
-                    monitor="val/loss",
-                    mode="min",
+                    monitor=monitor,
+                    mode=mode,
                     save_last=True,
                 )
             )

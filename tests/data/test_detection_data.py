@@ -126,6 +126,10 @@ def test_missing_column_and_unknown_class_name_the_file(tmp_path):
         read_vector_objects(path, _grid(), class_column="kind", class_names=["building"])
     with pytest.raises(LabelFileError, match=r"bad\.geojson.*'tree' is not a class id"):
         read_vector_objects(path, _grid(), class_column="kind")
+    ids = _write_vector(tmp_path / "ids.geojson", [_map_box(1, 1, 5, 5)], cls=[3])
+    with pytest.raises(LabelFileError, match=r"ids\.geojson.*'cls'.*class id 3.*\[0, 2\)"):
+        read_vector_objects(ids, _grid(), class_column="cls", num_classes=2)
+    assert read_vector_objects(ids, _grid(), class_column="cls")["labels"].tolist() == [3]
     points = _write_vector(tmp_path / "points.geojson", [shapely.Point(CHIP @ (3, 3))])
     with pytest.raises(LabelFileError, match=r"points\.geojson.*\['Point'\].*polygons"):
         read_vector_objects(points, _grid())
@@ -212,6 +216,16 @@ def test_coco_file_gives_boxes_labels_and_masks(tmp_path):
     with pytest.raises(LabelFileError, match=r"partial\.json.*does not list.*b\.tif"):
         GenericNonGeoDetectionDataset(
             tmp_path / "images", img_grep="*.tif", coco_file=tmp_path / "partial.json"
+        )
+    with pytest.raises(ConfigError, match="class_column='kind' is for vector label files"):
+        GenericNonGeoDetectionDataset(
+            tmp_path / "images", img_grep="*.tif", coco_file=tmp_path / "coco.json",
+            class_column="kind",
+        )
+    with pytest.raises(ConfigError, match="coco_file=.*label_data_root and label_grep"):
+        GenericNonGeoDetectionDataset(
+            tmp_path / "images", tmp_path / "images", img_grep="*.tif",
+            coco_file=tmp_path / "coco.json",
         )
     with pytest.raises(LabelFileError, match=r"class_names \['pool', 'building'\] differ"):
         GenericNonGeoDetectionDataset(

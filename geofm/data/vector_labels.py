@@ -299,13 +299,21 @@ def read_vector_objects(
     chip = Affine(*grid.transform)
     corners = [chip @ (0, 0), chip @ (width, 0), chip @ (width, height), chip @ (0, height)]
     footprint = shapely.Polygon(corners)
-    invalid = ~shapely.is_valid(geometries)
+    # Only features whose bounding box meets the chip's can reach it: a file covering many
+    # chips is mostly skipped before the costlier validity check and clip.
+    bounds = shapely.bounds(geometries)
+    x0, y0, x1, y1 = footprint.bounds
+    near = ~(
+        (bounds[:, 0] > x1) | (bounds[:, 2] < x0) | (bounds[:, 1] > y1) | (bounds[:, 3] < y0)
+    )
+    near &= ~shapely.is_empty(geometries) & ~shapely.is_missing(geometries)
+    candidates = geometries[near]
+    invalid = ~shapely.is_valid(candidates)
     if invalid.any():  # self-intersecting rings would make the clip fail
-        geometries = geometries.copy()
-        geometries[invalid] = shapely.make_valid(geometries[invalid])
-    clipped = shapely.intersection(geometries, footprint)
-    kept = [(g, c) for g, c in zip(clipped, labels, strict=True) if _polygonal(g, shapely)]
-    kept = [(_polygonal(g, shapely), c) for g, c in kept]
+        candidates[invalid] = shapely.make_valid(candidates[invalid])
+    clipped = [_polygonal(g, shapely) for g in shapely.intersection(candidates, footprint)]
+    near_labels = [c for c, n in zip(labels, near, strict=True) if n]
+    kept = [(g, c) for g, c in zip(clipped, near_labels, strict=True) if g is not None]
     inverse = ~chip
     return polygon_objects(
         [g for g, _ in kept],

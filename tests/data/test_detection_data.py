@@ -95,14 +95,19 @@ def test_other_crs_is_reprojected_and_logged_once(tmp_path, caplog):
 
 
 def test_geometry_crossing_the_edge_is_clipped_and_outside_dropped(tmp_path):
+    # A self-intersecting "bowtie" (two triangles meeting at a point) crossing the top edge.
+    bowtie = shapely.Polygon([CHIP @ xy for xy in [(20, -4), (30, 6), (30, -4), (20, 6)]])
+    assert not bowtie.is_valid
     path = _write_vector(
         tmp_path / "edge.gpkg",
-        [_map_box(-10, 5, 10, 15), _map_box(70, 70, 80, 80), _map_box(50, 50, 70, 64)],
-        cls=[0, 1, 2],
+        [_map_box(-10, 5, 10, 15), _map_box(70, 70, 80, 80), _map_box(50, 50, 70, 64), bowtie],
+        cls=[0, 1, 2, 3],
     )
     objects = read_vector_objects(path, _grid(), class_column="cls", return_masks=True)
-    np.testing.assert_allclose(objects["boxes"], [[0, 5, 10, 15], [50, 50, 64, 64]], atol=1e-4)
-    assert objects["labels"].tolist() == [0, 2]  # the one outside is gone, with its class
+    np.testing.assert_allclose(
+        objects["boxes"], [[0, 5, 10, 15], [50, 50, 64, 64], [20, 0, 30, 6]], atol=1e-4
+    )
+    assert objects["labels"].tolist() == [0, 2, 3]  # the one outside is gone, with its class
     assert int(objects["masks"][0].sum()) == 10 * 10
 
 

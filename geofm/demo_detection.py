@@ -8,9 +8,10 @@ geofm.demo_detection``).
    :func:`geofm.demo.carve_tiles`), and give each tile ``<tile>_water.geojson``: a copy of the
    whole chip's file, which the datamodule reprojects (when needed) and clips to the tile as it
    reads it.
-3. ``geofm fit`` with ``examples/detection_flood_water_bodies.yaml`` (Faster R-CNN on a
-   ResNet-18), then ``geofm predict`` on the whole chip: ``<chip>_pred.geojson`` in the chip's
-   CRS, one box polygon per detected water body.
+3. ``geofm compute-statistics`` on the training tiles, ``geofm fit`` with
+   ``examples/detection_flood_water_bodies.yaml`` (Faster R-CNN on a ResNet-18), then
+   ``geofm predict`` on the whole chip: ``<chip>_pred.geojson`` in the chip's CRS, one box
+   polygon per detected water body.
 
 Everything goes under ``runs/detection_demo`` (``--run-dir``).
 """
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/detection_demo"))
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument(
+        "--min-pixels", type=int, default=20, help="smallest water body kept, in pixels"
+    )
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     chip_dir = (args.data_root / CHIP).resolve()
     run = args.run_dir.resolve()
     tiles = run / "tiles"
-    counts = detection_tiles(chip_dir, tiles)
+    counts = detection_tiles(chip_dir, tiles, min_pixels=args.min_pixels)
     log.info(
         "%d water bodies; %d training and %d validation tiles under %s",
         counts["objects"], counts["train"], counts["val"], tiles,
@@ -123,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         "--data.init_args.train_data_root", str(tiles / "train"),
         "--data.init_args.val_data_root", str(tiles / "val"),
         "--data.init_args.predict_data_root", str(chip_dir),
+        "--data.init_args.means", str(run / "statistics.yaml"),
+        "--data.init_args.stds", str(run / "statistics.yaml"),
     ]
+    geofm([
+        "compute-statistics", "-c", str(args.config), "-o", str(run / "statistics.yaml"),
+        "--data.init_args.train_data_root", str(tiles / "train"),
+    ])
     epochs = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
     shutil.rmtree(run / "train" / "checkpoints", ignore_errors=True)
     geofm(["fit", *common, *epochs])

@@ -135,7 +135,7 @@ def test_missing_column_and_unknown_class_name_the_file(tmp_path):
     with pytest.raises(LabelFileError, match=r"ids\.geojson.*'cls'.*class id 3.*\[0, 2\)"):
         read_vector_objects(ids, _grid(), class_column="cls", num_classes=2)
     assert read_vector_objects(ids, _grid(), class_column="cls")["labels"].tolist() == [3]
-    with pytest.raises(LabelFileError, match=r"bad\.geojson.*EPSG:32614.*image 'x\.tif' has no CRS"):
+    with pytest.raises(LabelFileError, match=r"bad\.geojson.*EPSG:32614.*'x\.tif' has no CRS"):
         read_vector_objects(path, GRID, image="x.tif")
     points = _write_vector(tmp_path / "points.geojson", [shapely.Point(CHIP @ (3, 3))])
     with pytest.raises(LabelFileError, match=r"points\.geojson.*\['Point'\].*polygons"):

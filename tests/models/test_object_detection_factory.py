@@ -131,3 +131,21 @@ def test_bad_arguments_are_named():
         build("timm_resnet18", "fcos", in_channels=3)
     with pytest.raises(ValueError, match="num_classes >= 1"):
         factory.build_model("object_detection", backbone="timm_resnet18", framework="fcos")
+
+
+def test_terratorch_config_keys(caplog):
+    """TerraTorch's detection configs end the necks with FeaturePyramidNetworkNeck and set
+    framework_min_size/max_size, which its transform ignores: the same model builds here."""
+    with caplog.at_level("WARNING", logger="geofm.models.factories.object_detection"):
+        model = build(
+            "timm_resnet18",
+            "faster-rcnn",
+            necks=[{"name": "SelectIndices", "indices": [1, 2, 3, 4]}, {"name": "FeaturePyramidNetworkNeck", "out_channel": 32}],
+            fpn_out_channels=256,
+            framework_min_size=896,
+            framework_max_size=896,
+        )
+    assert model.decoder.layer_blocks[0][0].out_channels == 32 and len(model.neck) == 1
+    assert "framework_min_size=896 has no effect" in caplog.text
+    image = torch.randn(4, 40, 40)
+    assert model.detector.transform([image])[0].image_sizes == [(40, 40)]

@@ -91,7 +91,7 @@ class GeofmCLI(LightningCLI):
             "--predict-output-dir",
             type=str | None,
             default=None,
-            help="Folder for predicted GeoTIFFs (one per input, named after it).",
+            help="Folder for predicted GeoTIFFs (detection: GeoJSON/GeoPackage), one per input.",
         )
         parser.add_argument(
             "--streaming",
@@ -366,7 +366,7 @@ class GeofmCLI(LightningCLI):
         config = self.config[subcommand]
         if subcommand == "predict" and config.get("streaming") is not None:
             if not config.get("predict_output_dir"):
-                raise ValueError("--streaming writes GeoTIFFs: set --predict_output_dir too.")
+                raise ValueError("--streaming writes its outputs to --predict_output_dir: set it too.")
             from geofm.inference.task_scenes import predict_task_scenes
 
             predict_task_scenes(
@@ -421,6 +421,12 @@ class GeofmCLI(LightningCLI):
             # Written to disk as they come: keeping every prediction in memory too would grow
             # with the number of inputs.
             self.config_init[self.subcommand]["return_predictions"] = False
+            if getattr(self.model, "model_task", None) == "object_detection":
+                from geofm.inference.vector_writer import VectorPredictionWriter
+
+                fmt = self.model.hparams.get("prediction_format", "geojson")
+                self.trainer.callbacks.append(VectorPredictionWriter(out_dir, fmt))
+                return
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
             self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))

@@ -122,9 +122,10 @@ def test_resolve_class_path_and_missing_names():
         "terratorch.datamodules.generic_pixel_wise_data_module.GenericNonGeoSegmentationDataModule"
     ) == "geofm.data.datamodules.GenericNonGeoSegmentationDataModule"
     assert resolve_class_path("torch.optim.AdamW") == "torch.optim.AdamW"
-    with pytest.raises(TerratorchAliasError, match=r"terratorch\.tasks\.ObjectDetectionTask: geofm has no "
-                       r"ObjectDetectionTask \(looked in geofm\.tasks\)\. The closest geofm name is geofm\.\w+"):
-        resolve_class_path("terratorch.tasks.ObjectDetectionTask")
+    assert resolve_class_path("terratorch.tasks.ObjectDetectionTask") == "geofm.tasks.ObjectDetectionTask"
+    with pytest.raises(TerratorchAliasError, match=r"terratorch\.tasks\.WxCDownscalingTask: geofm has no "
+                       r"WxCDownscalingTask \(looked in geofm\.tasks\)\. The closest geofm name is geofm\.\w+"):
+        resolve_class_path("terratorch.tasks.WxCDownscalingTask")
     with pytest.raises(TerratorchAliasError, match="use geofm.models.EncoderDecoderFactory"):
         resolve_class_path("terratorch.models.PrithviModelFactory")
 

@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "list_scenes": "geofm.inference.streaming",
     "default_tile_size": "geofm.inference.streaming",
     "OnnxRuntimeModel": "geofm.inference.onnx_engine",
+    "detect_scene": "geofm.inference.detection_scenes",
+    "predict_scene_detections": "geofm.inference.detection_scenes",
+    "VectorPredictionWriter": "geofm.inference.vector_writer",
 }
 
 __all__ = sorted(_LAZY)

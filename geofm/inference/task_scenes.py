@@ -58,7 +58,9 @@ def predict_task_scenes(
     scenes.
 
     Args:
-        task: A pixel-wise geofm task (segmentation or regression).
+        task: A pixel-wise geofm task (segmentation or regression), or an
+            ``ObjectDetectionTask``, whose scenes go to
+            :func:`~geofm.inference.detection_scenes.predict_task_scene_detections`.
         datamodule: A geofm datamodule with ``predict_data_root``.
         ckpt_path: The checkpoint to predict with (its preprocessing included).
         output_dir: Where ``<scene>_pred.tif`` files go.
@@ -67,8 +69,12 @@ def predict_task_scenes(
         device: Where the model runs; the first GPU when available by default.
 
     Returns:
-        The GeoTIFFs this process wrote.
+        The GeoTIFFs (detection: vector files) this process wrote.
     """
+    if getattr(task, "model_task", None) == "object_detection":  # vector files, not rasters
+        from geofm.inference.detection_scenes import predict_task_scene_detections
+
+        return predict_task_scene_detections(task, datamodule, ckpt_path, output_dir, settings, device)
     settings = dict(settings)
     kind = _OUTPUT_KIND.get(task.predictor.kind)
     if kind is None or getattr(task, "model_task", None) == "classification":

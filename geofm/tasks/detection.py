@@ -100,11 +100,12 @@ class ObjectDetectionTask(BaseTask):
             ``-1`` default means none; ``None`` too).
         prediction_format: ``"geojson"`` or ``"gpkg"``: the vector files ``geofm predict``
             writes (one per input, ``<stem>_pred.<format>``).
+        loss: Refused (as ``aux_loss``, ``aux_heads``, ``class_weights``,
+            ``tiled_inference``, ``tiled_inference_parameters`` and ``plot_on_val``): a value
+            other than unset raises, naming what to do instead.
         **kwargs: The other :class:`~geofm.tasks.base.BaseTask` arguments (optimizer,
             scheduler, ``freeze_backbone``, ``freeze_decoder`` (necks and FPN),
-            ``freeze_head``, ``means``/``stds``, ``lr_overrides``...). ``loss``,
-            ``class_weights``, auxiliary heads, tiled inference and ``plot_on_val`` are
-            refused.
+            ``freeze_head``, ``means``/``stds``, ``lr_overrides``...).
     """
 
     model_task = "object_detection"
@@ -127,11 +128,29 @@ class ObjectDetectionTask(BaseTask):
         masks_field: str = "masks",
         ignore_index: int | None = None,
         prediction_format: str = "geojson",
+        loss: Any = None,
+        aux_loss: dict[str, float] | None = None,
+        aux_heads: list[dict[str, Any]] | None = None,
+        class_weights: list[float] | None = None,
+        tiled_inference: dict[str, Any] | None = None,
+        tiled_inference_parameters: dict[str, Any] | None = None,
+        plot_on_val: bool | int = 0,
         **kwargs: Any,
     ) -> None:
-        for key, why in _REFUSED.items():
-            if kwargs.get(key):
-                raise ValueError(f"ObjectDetectionTask does not take {key}: {why}.")
+        # Declared here (not left to BaseTask's **kwargs) so that the CLI's defaults for them
+        # are "unset" and a value a config gives is refused, not silently ignored.
+        refused = {
+            "loss": loss,
+            "aux_loss": aux_loss,
+            "aux_heads": aux_heads,
+            "class_weights": class_weights,
+            "tiled_inference": tiled_inference,
+            "tiled_inference_parameters": tiled_inference_parameters,
+            "plot_on_val": plot_on_val,
+        }
+        for key, value in refused.items():
+            if value is not None and value is not False and value != 0:
+                raise ValueError(f"ObjectDetectionTask does not take {key}: {_REFUSED[key]}.")
         if not 0.0 <= float(iou_threshold) <= 1.0 or not 0.0 <= float(score_threshold) <= 1.0:
             raise ValueError(
                 f"iou_threshold={iou_threshold} and score_threshold={score_threshold} must lie "
@@ -139,7 +158,6 @@ class ObjectDetectionTask(BaseTask):
             )
         if prediction_format not in ("geojson", "gpkg"):
             raise ValueError(f"prediction_format={prediction_format!r}; choose 'geojson' or 'gpkg'.")
-        kwargs = {k: v for k, v in kwargs.items() if k not in _REFUSED}
         super().__init__(
             model_factory=model_factory,
             model_args=model_args,

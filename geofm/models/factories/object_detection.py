@@ -214,6 +214,35 @@ class ObjectDetectionModel(Model):
         return detections
 
 
+# torchvision's transform settings, which the pad-only transform does not use.
+_TRANSFORM_ARGS = ("min_size", "max_size", "image_mean", "image_std", "fixed_size", "_skip_resize")
+_FPN_NECK = "FeaturePyramidNetworkNeck"
+
+
+def _take_fpn_neck(
+    necks: list[Mapping[str, Any]] | None, fpn_out_channels: int
+) -> tuple[list[Mapping[str, Any]] | None, int]:
+    """TerraTorch's configs end their necks with ``FeaturePyramidNetworkNeck``: the factory
+    builds that FPN itself, with the neck's ``out_channel`` as ``fpn_out_channels``."""
+    if not necks or necks[-1].get("name") != _FPN_NECK:
+        if any(spec.get("name") == _FPN_NECK for spec in necks or []):
+            raise ValueError(f"{_FPN_NECK} can only be the last neck (the FPN before the detector).")
+        return necks, fpn_out_channels
+    spec = dict(necks[-1])
+    unknown = sorted(set(spec) - {"name", "out_channel", "output_ordered_dict"})
+    if unknown:
+        raise ValueError(f"{_FPN_NECK} takes out_channel; got {unknown}.")
+    if "out_channel" in spec:
+        if fpn_out_channels not in (256, spec["out_channel"]):
+            raise ValueError(
+                f"{_FPN_NECK}(out_channel={spec['out_channel']}) and fpn_out_channels="
+                f"{fpn_out_channels} disagree; give one."
+            )
+        fpn_out_channels = int(spec["out_channel"])
+    log.info("%s: the detector's FPN (%d channels) is that neck.", _FPN_NECK, fpn_out_channels)
+    return list(necks[:-1]), fpn_out_channels
+
+
 def _anchor_sizes(framework: str, levels: int, sizes: Sequence[Any] | None) -> tuple[tuple[int, ...], ...]:
     """Anchor sizes per level: given ones, else torchvision's defaults for ``levels`` maps."""
     if sizes is not None:
@@ -260,7 +289,8 @@ class ObjectDetectionModelFactory:
             necks: Necks from ``NECK_REGISTRY`` applied in order (as in
                 ``EncoderDecoderFactory``; a token backbone without necks gets its declared
                 token reshape, which gives one level: add ``SelectIndices`` and
-                ``LearnedInterpolateToPyramidal`` for a pyramid).
+                ``LearnedInterpolateToPyramidal`` for a pyramid). A last
+                ``FeaturePyramidNetworkNeck`` (TerraTorch's configs) is the factory's own FPN.
             in_channels: TerraTorch's input band count: ``backbone_in_chans`` when that is
                 not given (they must agree when both are).
             fpn_out_channels: Channels of the FPN levels and heads.
@@ -270,6 +300,8 @@ class ObjectDetectionModelFactory:
             **kwargs: ``backbone_*`` arguments for the backbone and ``framework_*`` arguments
                 for the torchvision detector class (``framework_box_score_thresh``,
                 ``framework_rpn_post_nms_top_n_train``, ``framework_detections_per_img``...).
+                ``framework_min_size``/``max_size``/``image_mean``/``image_std`` are logged as
+                without effect and dropped (inputs are neither resized nor normalised here).
 
         Raises:
             ValueError: an unknown framework, missing ``num_classes``, or keywords without a
@@ -303,6 +335,15 @@ class ObjectDetectionModelFactory:
                     f"in_channels={in_channels} and backbone_in_chans={given} disagree; give one."
                 )
             backbone_args["in_chans"] = int(in_channels)
+        necks, fpn_out_channels = _take_fpn_neck(necks, fpn_out_channels)
+        for name in sorted(set(framework_args) & set(_TRANSFORM_ARGS)):
+            log.warning(
+                "framework_%s=%r has no effect: the detector neither resizes nor normalises its "
+                "inputs (the task's preprocessing normalises; TerraTorch's transform ignores it "
+                "too). Remove it from model_args.",
+                name,
+                framework_args.pop(name),
+            )
         encoder = EncoderDecoderFactory._build_backbone(backbone, backbone_args)
         if not necks:
             necks = EncoderDecoderFactory._default_necks(encoder)

@@ -14,6 +14,7 @@ _LAZY: dict[str, str] = {
     "GenericNonGeoPixelwiseRegressionDataModule": "geofm.data.datamodules.regression",
     "GenericNonGeoClassificationDataModule": "geofm.data.datamodules.classification",
     "GenericMultiModalDataModule": "geofm.data.datamodules.multimodal",
+    "GenericUnlabeledDataModule": "geofm.data.datamodules.unlabeled",
     "GeoTiffDataModule": "geofm.data.datamodules.base",
     "Sen1Floods11NonGeoDataModule": "geofm.data.datamodules.sen1floods11",
     "MultiTemporalCropClassificationDataModule": "geofm.data.datamodules.multi_temporal_crop_classification",

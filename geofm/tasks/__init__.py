@@ -1,4 +1,4 @@
-"""Lightning tasks: segmentation, pixel-wise regression, classification.
+"""Lightning tasks: segmentation, pixel-wise regression, classification, MAE pretraining.
 
 Light on import: the task classes (which need Lightning) load on first access (PEP 562).
 """
@@ -14,6 +14,7 @@ _LAZY: dict[str, str] = {
     "PixelwiseRegressionTask": "geofm.tasks.regression",
     "ClassificationTask": "geofm.tasks.classification",
     "MultiLabelClassificationTask": "geofm.tasks.classification",
+    "MAEPretrainingTask": "geofm.tasks.mae",
     "build_loss": "geofm.tasks.losses",
     "build_optimizer": "geofm.tasks.optim",
     "build_scheduler": "geofm.tasks.optim",

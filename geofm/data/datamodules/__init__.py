@@ -19,6 +19,7 @@ from geofm.data.datamodules.regression import GenericNonGeoPixelwiseRegressionDa
 from geofm.data.datamodules.segmentation import GenericNonGeoSegmentationDataModule
 from geofm.data.datamodules.sen1floods11 import Sen1Floods11NonGeoDataModule
 from geofm.data.datamodules.torchgeo_data_module import TorchGeoDataModule, TorchNonGeoDataModule
+from geofm.data.datamodules.unlabeled import GenericUnlabeledDataModule
 from geofm.data.datamodules.unsupported import unsupported_message
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "GenericNonGeoPixelwiseRegressionDataModule",
     "GenericNonGeoClassificationDataModule",
     "GenericMultiModalDataModule",
+    "GenericUnlabeledDataModule",
     "Sen1Floods11NonGeoDataModule",
     "MultiTemporalCropClassificationDataModule",
     "FireScarsNonGeoDataModule",

@@ -453,7 +453,7 @@ class BaseTask(LightningModule, ABC):
             model = factory.build_model(self.model_task, **args)
         self.model = model
         for flag, method in _FREEZE:
-            if self.hparams[flag]:
+            if self.hparams.get(flag):  # tasks without freeze flags (MAE) lack them
                 freeze = getattr(self.model, method, None)
                 if freeze is None:
                     raise TypeError(

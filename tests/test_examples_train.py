@@ -74,6 +74,7 @@ def _generate(example: Path, root: Path) -> tuple[list[str], int]:
     rng = np.random.default_rng(0)
     overrides: list[str] = []
     per_split = num_classes if kind == "GenericNonGeoClassificationDataModule" else SAMPLES
+    labelled = kind != "GenericUnlabeledDataModule"  # MAE pretraining reads images only
     splits = [key.removesuffix("_data_root") for key in data if key.endswith("_data_root")]
     splits = [s for s in splits if not s.endswith("_label")]
     for split in splits:
@@ -92,6 +93,8 @@ def _generate(example: Path, root: Path) -> tuple[list[str], int]:
             stem = f"chip{i}"
             image = rng.integers(100, 3000, (bands, SIZE, SIZE)).astype(np.int16)
             _write(image_root / _file_name(data.get("img_grep", "*"), stem), image)
+            if not labelled:
+                continue
             if kind == "GenericNonGeoSegmentationDataModule":
                 label = rng.integers(0, num_classes, (1, SIZE, SIZE)).astype(np.int16)
             else:  # pixel-wise regression: non-negative targets

@@ -257,6 +257,25 @@ class MAEPretrainingTask(BaseTask):
         masked = unpatchify(mask.expand_as(patches).to(patches), patch, output.grid, channels)
         return reconstruction, masked[:, 0].bool()
 
+    @torch.no_grad()
+    def reconstruct_batch(
+        self, batch: Mapping[str, Any], batch_idx: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mask a raw batch as validation does (noise seeded by ``batch_idx``) and reconstruct.
+
+        Returns:
+            ``(inputs, reconstruction, masked)``: the normalised input ``(B, C, T, H, W)``, and
+            what :meth:`reconstruct` returns (cropped to whole patches).
+        """
+        image = batch["image"]
+        inputs = self.preprocess(image)
+        output = self.model(
+            inputs, mask_ratio=self.hparams.mask_ratio, noise=self._noise(image, batch_idx),
+            **self._model_inputs(batch),
+        )
+        frames = _frames(inputs)
+        return (frames, *self.reconstruct(frames, output, self._valid(batch)))
+
     def _plot_reconstruction(
         self, batch: Mapping[str, Any], inputs: torch.Tensor, output: MAEOutput, batch_idx: int
     ) -> None:

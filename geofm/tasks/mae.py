@@ -157,7 +157,9 @@ class MAEPretrainingTask(BaseTask):
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError(self._no_predict())
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> Any:
         raise NotImplementedError(self._no_predict())
 
     @staticmethod
@@ -247,7 +249,9 @@ class MAEPretrainingTask(BaseTask):
         """
         patch = self.model.patch_size
         patches = patchify(inputs, patch)
-        valid_p = patchify(valid if valid is not None else torch.ones_like(inputs, dtype=torch.bool), patch)
+        if valid is None:
+            valid = torch.ones_like(inputs, dtype=torch.bool)
+        valid_p = patchify(valid, patch)
         _, mean, std = patch_target(patches, valid_p, bool(self.hparams.norm_pix_loss))
         predicted = output.output.detach().to(patches) * std + mean
         mask = output.mask.detach().bool()[..., None]
@@ -282,12 +286,14 @@ class MAEPretrainingTask(BaseTask):
         writers = self._figure_writers()
         if not writers:
             return
-        reconstruction, masked = self.reconstruct(inputs[:1], _first(output), self._valid(batch)[:1])
+        valid = self._valid(batch)[:1]
+        reconstruction, masked = self.reconstruct(inputs[:1], _first(output), valid)
         shape = reconstruction.shape[-3:]
         image = inputs[0, :, : shape[0], : shape[1], : shape[2]]
         figure = plotting.plot_reconstruction(image, masked[0], reconstruction[0], self.rgb_indices)
         for writer in writers:
-            writer.add_figure(f"val/reconstruction_{batch_idx}", figure, global_step=self.global_step)
+            tag = f"val/reconstruction_{batch_idx}"
+            writer.add_figure(tag, figure, global_step=self.global_step)
 
 
 def _frames(image: torch.Tensor) -> torch.Tensor:

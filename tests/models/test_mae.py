@@ -172,7 +172,8 @@ def test_official_v1_flat_file_loads_its_decoder(tmp_path: Path) -> None:
     torch.save(flat_tiny, path)
     loaded = tiny_mae(ckpt_path=path)
     assert_decoder_loaded(loaded, flat_tiny, "")
-    assert torch.equal(loaded.encoder.blocks[0].attn.qkv.weight, flat_tiny["blocks.0.attn.qkv.weight"])
+    qkv = loaded.encoder.blocks[0].attn.qkv.weight
+    assert torch.equal(qkv, flat_tiny["blocks.0.attn.qkv.weight"])
 
 
 def test_band_subset_takes_the_decoder_rows_of_those_bands(tmp_path: Path) -> None:
@@ -226,12 +227,14 @@ def test_norm_pix_loss_targets_each_patch_normalised() -> None:
     mask = torch.ones(1, 3)
     shifted = patches * 3.0 + 7.0  # same patches, other brightness and contrast
     on = masked_patch_loss(pred, patches, mask, norm_pix_loss=True)
-    torch.testing.assert_close(masked_patch_loss(pred, shifted, mask, norm_pix_loss=True), on, rtol=1e-4, atol=1e-5)
+    same = masked_patch_loss(pred, shifted, mask, norm_pix_loss=True)
+    torch.testing.assert_close(same, on, rtol=1e-4, atol=1e-5)
     off = masked_patch_loss(pred, patches, mask, norm_pix_loss=False)
     assert not torch.allclose(on, off)
     assert not torch.allclose(masked_patch_loss(pred, shifted, mask, norm_pix_loss=False), off)
     # The official formula when every value is valid: mean, unbiased variance, 1e-6.
-    target = (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + 1e-6) ** 0.5
+    mean, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
+    target = (patches - mean) / (var + 1e-6) ** 0.5
     torch.testing.assert_close(on, ((pred - target) ** 2).mean())
 
 
@@ -245,7 +248,8 @@ def test_nodata_values_are_left_out_of_the_loss() -> None:
     assert torch.isfinite(loss)
     keep = torch.ones(2, 8, dtype=torch.bool)
     keep[0, 3] = False
-    expected = torch.stack([((pred[0, i] - patches[0, i]) ** 2)[keep[i]].mean() for i in range(2)]).mean()
+    errors = [((pred[0, i] - patches[0, i]) ** 2)[keep[i]].mean() for i in range(2)]
+    expected = torch.stack(errors).mean()
     torch.testing.assert_close(loss, expected)
     everything_missing = torch.full_like(patches, float("nan"))
     empty = masked_patch_loss(pred.requires_grad_(), everything_missing, mask)

@@ -33,6 +33,7 @@ TINY = {
     "decoder_depth": 1,
     "decoder_num_heads": 2,
 }
+DECODER = {k: v for k, v in TINY.items() if k.startswith("decoder")}
 # ../shared/data beside the checkout, or beside the folder of its worktrees.
 HLS_CHIP = next(
     (
@@ -44,9 +45,9 @@ HLS_CHIP = next(
 )
 
 
-def smooth_images(root: Path, count: int, bands: int = 6, size: int = 32, seed: int = 0) -> list[Path]:
+def smooth_images(root: Path, count: int, bands: int = 6, size: int = 32) -> list[Path]:
     """Reflectance-like images: per-band gradients and a bright square, seeded."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     rows, cols = np.mgrid[0:size, 0:size] / size
     paths = []
     for i in range(count):
@@ -61,7 +62,8 @@ def smooth_images(root: Path, count: int, bands: int = 6, size: int = 32, seed: 
 
 
 def datamodule(root: Path, **kwargs: Any) -> GenericUnlabeledDataModule:
-    options = {"batch_size": 4, "train_data_root": root, "val_data_root": root, "dataset_bands": BANDS}
+    options = {"batch_size": 4, "train_data_root": root, "val_data_root": root}
+    options["dataset_bands"] = BANDS
     return GenericUnlabeledDataModule(**{**options, **kwargs})
 
 
@@ -165,7 +167,8 @@ def test_multi_temporal_tl_batches_pass_their_coordinates(tmp_path: Path, monkey
     dm = datamodule(tmp_path / "images", batch_size=2, expand_temporal_dimension=True)
     trainer(limit_train_batches=1, limit_val_batches=1).fit(task, datamodule=dm)
     assert seen[0]["x"] == (2, 6, 2, 32, 32)
-    torch.testing.assert_close(seen[0]["time"][0].cpu(), torch.tensor([[2020.0, 5.0], [2020.0, 169.0]]))
+    dates = torch.tensor([[2020.0, 5.0], [2020.0, 169.0]])
+    torch.testing.assert_close(seen[0]["time"][0].cpu(), dates)
     assert seen[0]["location"].shape == (2, 2)
 
 
@@ -176,7 +179,8 @@ def test_cli_run_resumes_and_its_encoder_fine_tunes(tmp_path: Path, monkeypatch)
     config = {
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "logger": False,
                     "enable_progress_bar": False, "default_root_dir": str(tmp_path / "run")},
-        "model": {"class_path": "MAEPretrainingTask", "init_args": {"model_args": TINY, "lr": 1e-3}},
+        "model": {"class_path": "MAEPretrainingTask",
+                  "init_args": {"model_args": TINY, "lr": 1e-3}},
         "data": {"class_path": "GenericUnlabeledDataModule",
                  "init_args": {"batch_size": 2, "train_data_root": str(tmp_path / "images"),
                                "val_data_root": str(tmp_path / "images"), "dataset_bands": BANDS}},
@@ -186,10 +190,11 @@ def test_cli_run_resumes_and_its_encoder_fine_tunes(tmp_path: Path, monkeypatch)
     first = run_lightning_cli(["fit", "-c", str(path)])
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert last.is_file() and first.trainer.global_step == 2
-    resumed = run_lightning_cli(["fit", "-c", str(path), "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    more = ["--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    resumed = run_lightning_cli(["fit", "-c", str(path), *more])
     assert resumed.trainer.global_step == 4
     pretrained = resumed.model.model
-    initial = build_prithvi_mae("prithvi_eo_tiny", img_size=32, **{k: v for k, v in TINY.items() if k.startswith("decoder")})
+    initial = build_prithvi_mae("prithvi_eo_tiny", img_size=32, **DECODER)
 
     # The Lightning checkpoint, as it is, is a backbone_ckpt_path for fine-tuning.
     segmentation = SemanticSegmentationTask(
@@ -202,14 +207,14 @@ def test_cli_run_resumes_and_its_encoder_fine_tunes(tmp_path: Path, monkeypatch)
     encoder = segmentation.model.encoder.state_dict()
     for key, value in pretrained.encoder.state_dict().items():
         assert torch.equal(encoder[key], value), key
-    assert not torch.equal(pretrained.encoder.blocks[0].attn.qkv.weight, initial.encoder.blocks[0].attn.qkv.weight)
+    qkv = pretrained.encoder.blocks[0].attn.qkv.weight
+    assert not torch.equal(qkv, initial.encoder.blocks[0].attn.qkv.weight)  # it trained
 
     # model.state_dict() is the official V2 layout: it loads as a backbone and as an MAE.
     official = tmp_path / "mae_official.pt"
     torch.save(pretrained.state_dict(), official)
     assert all(k.startswith(("encoder.", "decoder.")) for k in torch.load(official))
-    again = build_prithvi_mae("prithvi_eo_tiny", ckpt_path=official, img_size=32,
-                              **{k: v for k, v in TINY.items() if k.startswith("decoder")})
+    again = build_prithvi_mae("prithvi_eo_tiny", ckpt_path=official, img_size=32, **DECODER)
     for key, value in pretrained.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
 
@@ -217,7 +222,8 @@ def test_cli_run_resumes_and_its_encoder_fine_tunes(tmp_path: Path, monkeypatch)
 # ------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize("ratio", [0.0, 1.0, 1.5])
 def test_mask_ratio_outside_zero_one_is_refused(ratio: float) -> None:
-    with pytest.raises(ValueError, match=rf"model.init_args.mask_ratio={ratio!r} must be between 0 and 1"):
+    message = rf"model.init_args.mask_ratio={ratio!r} must be between 0 and 1"
+    with pytest.raises(ValueError, match=message):
         MAEPretrainingTask(model_args=TINY, mask_ratio=ratio)
 
 
@@ -238,12 +244,17 @@ def test_a_few_steps_on_crops_of_the_real_hls_chip(tmp_path: Path) -> None:
         val_data_root=HLS_CHIP.parent,
         img_grep=HLS_CHIP.name,
         output_bands=[2, 3, 4, 5, 6, 7],  # the file's HLS bands, 1-based
-        train_transform=[{"class_path": "kornia.augmentation.RandomCrop", "init_args": {"size": [64, 64]}}],
+        train_transform=[
+            {"class_path": "kornia.augmentation.RandomCrop", "init_args": {"size": [64, 64]}}
+        ],
     )
     args = {**TINY, "backbone_img_size": 64, "backbone_bands": BANDS}
     task = MAEPretrainingTask(model_args=args, lr=1e-3, plot_on_val=1, rgb_indices=[2, 1, 0])
     losses, logger = Losses(), FigureLogger()
-    run = trainer(max_epochs=4, logger=logger, limit_val_batches=1, check_val_every_n_epoch=4, callbacks=[losses])
+    run = trainer(
+        max_epochs=4, logger=logger, limit_val_batches=1, check_val_every_n_epoch=4,
+        callbacks=[losses],
+    )
     run.fit(task, datamodule=dm)
     assert len(losses.train) == 4 and all(np.isfinite(losses.train))
     assert task.preprocess.source == "the backbone's pretraining statistics"

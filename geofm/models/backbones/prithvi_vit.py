@@ -426,8 +426,14 @@ class PrithviViT(nn.Module):
         pos_embed = resize_pos_embed(self.pos_embed, self.grid_size, grid)
         tokens = tokens + pos_embed[:, 1:]
         tokens = add_coordinate_codes(
-            tokens, grid, frames, self.patch_size[0], self.temporal_embed_enc, self.location_embed_enc,
-            temporal_coords, location_coords,
+            tokens,
+            grid,
+            frames,
+            self.patch_size[0],
+            self.temporal_embed_enc,
+            self.location_embed_enc,
+            temporal_coords,
+            location_coords,
         )
         cls_token = (self.cls_token + pos_embed[:, :1]).expand(batch, -1, -1)
         return tokens, cls_token

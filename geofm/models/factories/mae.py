@@ -131,7 +131,8 @@ class PrithviMAEFactory:
         unknown += sorted(k for k in kwargs if k.startswith("decoder_"))
         if unknown:
             raise ValueError(
-                f"PrithviMAEFactory got arguments it does not use: {sorted(set(unknown))}; it takes "
+                f"PrithviMAEFactory got arguments it does not use: {sorted(set(unknown))}; it "
+                "takes "
                 "backbone, backbone_<argument> (bands, pretrained, ckpt_path, num_frames, ...) and "
                 f"{names}."
             )

@@ -104,7 +104,10 @@ def patchify(images: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
 def unpatchify(
     patches: torch.Tensor, patch_size: Sequence[int], grid: Sequence[int], channels: int
 ) -> torch.Tensor:
-    """The inverse of :func:`patchify`: ``(B, N, t * p * q * C)`` -> ``(B, C, Tg*t, Hg*p, Wg*q)``."""
+    """The inverse of :func:`patchify`.
+
+    ``(B, N, t * p * q * C)`` -> ``(B, C, Tg * t, Hg * p, Wg * q)``.
+    """
     t, p, q = patch_size
     tg, hg, wg = grid
     batch = patches.shape[0]

@@ -1,4 +1,5 @@
-"""Loading Prithvi MAE checkpoints, decoder included, into a :class:`~geofm.models.mae.model.PrithviMAE`.
+"""Loading Prithvi MAE checkpoints, decoder included, into a
+:class:`~geofm.models.mae.model.PrithviMAE`.
 
 Layouts understood (any of them as ``.pt``/``.pth``/``.ckpt`` or ``.safetensors``):
 

@@ -144,11 +144,17 @@ def assert_decoder_loaded(model, checkpoint: dict[str, torch.Tensor], prefix: st
         assert torch.equal(value, source.to(value.dtype)), key
 
 
-def test_official_v2_tl_file_loads_encoder_and_decoder(tmp_path: Path) -> None:
+def test_official_v2_tl_file_loads_encoder_and_decoder(tmp_path: Path, monkeypatch) -> None:
+    """backbone_pretrained: true takes the official file from the Hugging Face cache."""
     checkpoint = make_checkpoint(mae_layout("prithvi_eo_v2_tiny_tl"))
-    path = tmp_path / "Prithvi_EO_V2_tiny_TL.pt"
-    torch.save(checkpoint, path)
-    model = build_prithvi_mae("prithvi_eo_v2_tiny_tl", ckpt_path=path, img_size=32)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    snapshot = tmp_path / "hf" / "models--ibm-nasa-geospatial--Prithvi-EO-2.0-tiny-TL" / "snapshots"
+    (snapshot / "0123abcd").mkdir(parents=True)
+    torch.save(checkpoint, snapshot / "0123abcd" / "Prithvi_EO_V2_tiny_TL.pt")
+    factory = MODEL_FACTORY_REGISTRY.build("PrithviMAEFactory")
+    model = factory.build_model(
+        "mae", backbone="prithvi_eo_v2_tiny_tl", backbone_pretrained=True, backbone_img_size=32
+    )
     assert_decoder_loaded(model, checkpoint, "decoder.")
     assert torch.equal(model.encoder.norm.weight, checkpoint["encoder.norm.weight"])
     assert torch.equal(

@@ -210,6 +210,11 @@ def test_cli_run_resumes_and_its_encoder_fine_tunes(tmp_path: Path, monkeypatch)
     qkv = pretrained.encoder.blocks[0].attn.qkv.weight
     assert not torch.equal(qkv, initial.encoder.blocks[0].attn.qkv.weight)  # it trained
 
+    # ... and, decoder included, for more MAE pretraining from it.
+    continued = build_prithvi_mae("prithvi_eo_tiny", ckpt_path=last, img_size=32, **DECODER)
+    for key, value in pretrained.decoder.state_dict().items():
+        assert torch.equal(continued.decoder.state_dict()[key], value), key
+
     # model.state_dict() is the official V2 layout: it loads as a backbone and as an MAE.
     official = tmp_path / "mae_official.pt"
     torch.save(pretrained.state_dict(), official)

@@ -2,7 +2,8 @@
 
 For each ``examples/*.yaml`` the test reads the data section (datamodule class, band list,
 ``expand_temporal_dimension``, file patterns, ``num_classes``), writes a few GeoTIFFs with those
-bands, frames and classes (classification: one folder per class), points every data root of
+bands, frames and classes (classification: one folder per class; no labels for
+``GenericUnlabeledDataModule``, MAE pretraining), points every data root of
 the config at them and runs ``geofm fit`` in-process for one training and one validation batch.
 Only the data roots, the batch size and the trainer's length change; the model and the rest of
 the config are the example's. The multi-temporal example has its own test, which also checks

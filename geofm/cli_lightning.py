@@ -68,6 +68,7 @@ def import_components() -> None:
     import geofm.data.datamodules  # noqa: F401
     import geofm.tasks.classification  # noqa: F401
     import geofm.tasks.detection  # noqa: F401
+    import geofm.tasks.mae  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
     import geofm.tasks.segmentation  # noqa: F401
 

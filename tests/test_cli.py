@@ -236,10 +236,13 @@ def test_example_configs_build_and_run_a_forward_step(example):
     model = cli.model.model.eval()
     with torch.no_grad():
         out = model(torch.randn(shape)).output
+    patch = getattr(getattr(model, "encoder", None), "patch_size", (1, 16, 16))
     expected = {
         "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
         "PixelwiseRegressionTask": (2, size, size),
         "ClassificationTask": (2, model_args.get("num_classes")),
+        # MAE: every patch's t * p * p * C values
+        "MAEPretrainingTask": (2, (size // patch[1]) ** 2, patch[0] * patch[1] * patch[2] * bands),
     }[type(cli.model).__name__]
     assert tuple(out.shape) == expected
     assert torch.isfinite(out).all()

@@ -2,7 +2,8 @@
 
 For each ``examples/*.yaml`` the test reads the data section (datamodule class, band list,
 ``expand_temporal_dimension``, file patterns, ``num_classes``), writes a few GeoTIFFs with those
-bands, frames and classes (classification: one folder per class), points every data root of
+bands, frames and classes (classification: one folder per class; no labels for
+``GenericUnlabeledDataModule``, MAE pretraining), points every data root of
 the config at them and runs ``geofm fit`` in-process for one training and one validation batch.
 Only the data roots, the batch size and the trainer's length change; the model and the rest of
 the config are the example's. The multi-temporal example has its own test, which also checks
@@ -90,6 +91,7 @@ def _generate(example: Path, root: Path) -> tuple[list[str], int]:
     rng = np.random.default_rng(0)
     overrides: list[str] = []
     per_split = num_classes if kind == "GenericNonGeoClassificationDataModule" else SAMPLES
+    labelled = kind != "GenericUnlabeledDataModule"  # MAE pretraining reads images only
     splits = [key.removesuffix("_data_root") for key in data if key.endswith("_data_root")]
     splits = [s for s in splits if not s.endswith("_label")]
     for split in splits:
@@ -110,6 +112,8 @@ def _generate(example: Path, root: Path) -> tuple[list[str], int]:
             _write(image_root / _file_name(data.get("img_grep", "*"), stem), image)
             if kind == "GenericNonGeoDetectionDataModule":
                 _write_objects(label_root / _file_name(data["label_grep"], stem), data, rng)
+                continue
+            if not labelled:
                 continue
             if kind == "GenericNonGeoSegmentationDataModule":
                 label = rng.integers(0, num_classes, (1, SIZE, SIZE)).astype(np.int16)

@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "GenericNonGeoDetectionDataset": "geofm.data.datasets.detection",
     "read_vector_objects": "geofm.data.vector_labels",
     "CocoLabels": "geofm.data.coco_labels",
+    "GenericUnlabeledDataModule": "geofm.data.datamodules.unlabeled",
     "GeoTiffDataModule": "geofm.data.datamodules.base",
     "Sen1Floods11NonGeoDataModule": "geofm.data.datamodules.sen1floods11",
     "MultiTemporalCropClassificationDataModule": "geofm.data.datamodules.multi_temporal_crop_classification",

@@ -17,6 +17,8 @@ _LAZY: dict[str, str] = {
     "Model": "geofm.models.model",
     "ModelOutput": "geofm.models.model",
     "AuxiliaryHead": "geofm.models.model",
+    "PrithviMAE": "geofm.models.mae.model",
+    "PrithviMAEFactory": "geofm.models.factories.mae",
 }
 
 __all__ = list(_LAZY)

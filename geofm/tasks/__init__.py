@@ -1,4 +1,5 @@
-"""Lightning tasks: segmentation, pixel-wise regression, classification, object detection.
+"""Lightning tasks: segmentation, pixel-wise regression, classification, object detection,
+MAE pretraining.
 
 Light on import: the task classes (which need Lightning) load on first access (PEP 562).
 """
@@ -15,6 +16,7 @@ _LAZY: dict[str, str] = {
     "ClassificationTask": "geofm.tasks.classification",
     "MultiLabelClassificationTask": "geofm.tasks.classification",
     "ObjectDetectionTask": "geofm.tasks.detection",
+    "MAEPretrainingTask": "geofm.tasks.mae",
     "build_loss": "geofm.tasks.losses",
     "build_optimizer": "geofm.tasks.optim",
     "build_scheduler": "geofm.tasks.optim",

@@ -453,7 +453,7 @@ class BaseTask(LightningModule, ABC):
             model = factory.build_model(self.model_task, **args)
         self.model = model
         for flag, method in _FREEZE:
-            if self.hparams[flag]:
+            if self.hparams.get(flag):  # tasks without freeze flags (MAE) lack them
                 freeze = getattr(self.model, method, None)
                 if freeze is None:
                     raise TypeError(
@@ -1046,7 +1046,9 @@ class BaseTask(LightningModule, ABC):
             and not self.trainer.sanity_checking
         )
 
-    def _plot(self, batch: Mapping[str, Any], prediction: torch.Tensor, batch_idx: int) -> None:
+    def _figure_writers(self) -> list[Any]:
+        """The loggers' experiments that take figures (``add_figure``); empty (logged once)
+        when there is none or matplotlib is missing."""
         writers = [
             logger.experiment
             for logger in self.loggers
@@ -1056,8 +1058,12 @@ class BaseTask(LightningModule, ABC):
             if not self._plot_skipped_logged:
                 log.info("plot_on_val: no logger accepts figures (add_figure); plots are skipped.")
                 self._plot_skipped_logged = True
-            return
-        if not plotting.matplotlib_available():
+            return []
+        return writers if plotting.matplotlib_available() else []
+
+    def _plot(self, batch: Mapping[str, Any], prediction: torch.Tensor, batch_idx: int) -> None:
+        writers = self._figure_writers()
+        if not writers:
             return
         target = self.target(batch)
         image = batch["image"]

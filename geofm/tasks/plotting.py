@@ -1,4 +1,5 @@
-"""Figures of one sample: image | label | prediction (matplotlib, an optional dependency)."""
+"""Figures of one sample: image | label | prediction, or input | masked | reconstruction for
+masked autoencoders (matplotlib, an optional dependency)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["matplotlib_available", "plot_sample", "rgb_image"]
+__all__ = ["matplotlib_available", "plot_reconstruction", "plot_sample", "rgb_image"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,45 @@ def _scalar_title(
 
     title = f"prediction: {describe(prediction)}"
     return title if target is None else f"label: {describe(target)}\n{title}"
+
+
+def plot_reconstruction(
+    image: torch.Tensor,
+    masked: torch.Tensor,
+    reconstruction: torch.Tensor,
+    rgb_indices: Sequence[int] | None = None,
+) -> Any:
+    """A matplotlib figure: input | masked input | reconstruction, of the first time step.
+
+    The three panels share one stretch (computed over input and reconstruction together), so
+    their colours compare.
+
+    Args:
+        image: ``(C, H, W)`` or ``(C, T, H, W)``.
+        masked: ``(H, W)`` or ``(T, H, W)`` bool, True on the pixels of masked patches (shown
+            grey in the middle panel).
+        reconstruction: Shaped like ``image``: the prediction on masked patches, the input
+            elsewhere.
+        rgb_indices: See :func:`rgb_image`.
+    """
+    from matplotlib.figure import Figure
+
+    if image.ndim == 4:
+        image, reconstruction, masked = image[:, 0], reconstruction[:, 0], masked[0]
+    width = image.shape[-1]
+    both = rgb_image(torch.cat([image, reconstruction.to(image)], dim=-1), rgb_indices)
+    shown_input, shown_reconstruction = both[:, :width], both[:, width:]
+    shown_masked = shown_input.copy()
+    shown_masked[masked.detach().cpu().numpy().astype(bool)] = 0.5
+    fig = Figure(figsize=(9.6, 3.4))
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    for ax, title, array in zip(
+        axes,
+        ("input", "masked", "reconstruction"),
+        (shown_input, shown_masked, shown_reconstruction),
+        strict=True,
+    ):
+        ax.imshow(array)
+        ax.set_title(title)
+        ax.set_axis_off()
+    return fig

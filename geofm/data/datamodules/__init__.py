@@ -20,6 +20,7 @@ from geofm.data.datamodules.regression import GenericNonGeoPixelwiseRegressionDa
 from geofm.data.datamodules.segmentation import GenericNonGeoSegmentationDataModule
 from geofm.data.datamodules.sen1floods11 import Sen1Floods11NonGeoDataModule
 from geofm.data.datamodules.torchgeo_data_module import TorchGeoDataModule, TorchNonGeoDataModule
+from geofm.data.datamodules.unlabeled import GenericUnlabeledDataModule
 from geofm.data.datamodules.unsupported import unsupported_message
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "GenericNonGeoClassificationDataModule",
     "GenericNonGeoDetectionDataModule",
     "GenericMultiModalDataModule",
+    "GenericUnlabeledDataModule",
     "Sen1Floods11NonGeoDataModule",
     "MultiTemporalCropClassificationDataModule",
     "FireScarsNonGeoDataModule",

@@ -61,6 +61,7 @@ __all__ = [
     "PrithviVariant",
     "VARIANTS",
     "CoordinateEncoder",
+    "add_coordinate_codes",
     "PatchEmbed3d",
     "PrithviViT",
     "build_prithvi_vit",
@@ -397,16 +398,45 @@ class PrithviViT(nn.Module):
             "it takes)."
         )
 
-    @staticmethod
-    def _check_coords(coords: Any, shape: tuple[int, ...], name: str, layout: str) -> torch.Tensor:
-        if not isinstance(coords, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor {layout}, got {type(coords).__name__}.")
-        if tuple(coords.shape) != shape:
-            raise ValueError(
-                f"{name} must have shape {layout} = {shape} for this input, got "
-                f"{tuple(coords.shape)}."
-            )
-        return coords
+    def embed_tokens(
+        self,
+        x: torch.Tensor,
+        temporal_coords: torch.Tensor | None = None,
+        location_coords: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens with their position (and coordinate) codes, and the class token.
+
+        The part of :meth:`forward` before the blocks; an MAE masks the patch tokens here,
+        after the position embedding is added (as the official pretraining does).
+
+        Args: see :meth:`forward`.
+
+        Returns:
+            ``(tokens, cls_token)``: ``(B, Tg * Hg * Wg, D)`` in (t, h, w) order, and
+            ``(B, 1, D)`` with its position code.
+        """
+        if temporal_coords is not None and self.temporal_embed_enc is None:
+            raise self._no_encoding("temporal_coords", "time")
+        if location_coords is not None and self.location_embed_enc is None:
+            raise self._no_encoding("location_coords", "location")
+        x = self._as_frames(x)
+        batch, _, frames = x.shape[:3]
+        grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch_size, strict=True))
+        tokens = self.patch_embed(x)
+        pos_embed = resize_pos_embed(self.pos_embed, self.grid_size, grid)
+        tokens = tokens + pos_embed[:, 1:]
+        tokens = add_coordinate_codes(
+            tokens,
+            grid,
+            frames,
+            self.patch_size[0],
+            self.temporal_embed_enc,
+            self.location_embed_enc,
+            temporal_coords,
+            location_coords,
+        )
+        cls_token = (self.cls_token + pos_embed[:, :1]).expand(batch, -1, -1)
+        return tokens, cls_token
 
     def forward(
         self,
@@ -431,32 +461,7 @@ class PrithviViT(nn.Module):
             ValueError: for coordinates this model has no encoding for, or of the wrong shape.
             TypeError: for any other keyword (a misspelt one must not be silently dropped).
         """
-        if temporal_coords is not None and self.temporal_embed_enc is None:
-            raise self._no_encoding("temporal_coords", "time")
-        if location_coords is not None and self.location_embed_enc is None:
-            raise self._no_encoding("location_coords", "location")
-        x = self._as_frames(x)
-        batch, _, frames = x.shape[:3]
-        grid = tuple(s // p for s, p in zip(x.shape[2:], self.patch_size, strict=True))
-        tokens = self.patch_embed(x)
-        pos_embed = resize_pos_embed(self.pos_embed, self.grid_size, grid)
-        tokens = tokens + pos_embed[:, 1:]
-        if self.temporal_embed_enc is not None and temporal_coords is not None:
-            one_frame = frames == 1 and isinstance(temporal_coords, torch.Tensor)
-            if one_frame and temporal_coords.ndim == 2:
-                temporal_coords = temporal_coords.unsqueeze(1)  # (B, 2) for a single frame
-            coords = self._check_coords(
-                temporal_coords, (batch, frames, 2), "temporal_coords", "(B, T, 2)"
-            )
-            # One code per token frame (the first frame of each time patch), for its tokens.
-            code = self.temporal_embed_enc(coords[:, :: self.patch_size[0]][:, : grid[0]])
-            tokens = (
-                tokens.unflatten(1, (grid[0], grid[1] * grid[2])) + code[:, :, None].to(tokens)
-            ).flatten(1, 2)
-        if self.location_embed_enc is not None and location_coords is not None:
-            coords = self._check_coords(location_coords, (batch, 2), "location_coords", "(B, 2)")
-            tokens = tokens + self.location_embed_enc(coords)[:, None].to(tokens)
-        cls_token = (self.cls_token + pos_embed[:, :1]).expand(batch, -1, -1)
+        tokens, cls_token = self.embed_tokens(x, temporal_coords, location_coords)
         hidden = torch.cat([cls_token, tokens], dim=1)
 
         wanted = set(self.out_indices)
@@ -468,6 +473,59 @@ class PrithviViT(nn.Module):
             if index in wanted:
                 outputs[index] = hidden
         return [outputs[i] for i in self.out_indices]
+
+
+def _check_coords(coords: Any, shape: tuple[int, ...], name: str, layout: str) -> torch.Tensor:
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor {layout}, got {type(coords).__name__}.")
+    if tuple(coords.shape) != shape:
+        raise ValueError(
+            f"{name} must have shape {layout} = {shape} for this input, got "
+            f"{tuple(coords.shape)}."
+        )
+    return coords
+
+
+def add_coordinate_codes(
+    tokens: torch.Tensor,
+    grid: tuple[int, int, int],
+    frames: int,
+    time_patch: int,
+    temporal_encoder: CoordinateEncoder | None,
+    location_encoder: CoordinateEncoder | None,
+    temporal_coords: torch.Tensor | None,
+    location_coords: torch.Tensor | None,
+) -> torch.Tensor:
+    """Add the time and location codes to patch tokens (the encoder's and the MAE decoder's).
+
+    Args:
+        tokens: ``(B, Tg * Hg * Wg, D)`` in (t, h, w) order.
+        grid: ``(Tg, Hg, Wg)`` of ``tokens``.
+        frames: Frames ``T`` of the input.
+        time_patch: Frames per time patch ``t``.
+        temporal_encoder: Codes ``(year, day)`` pairs, or ``None`` (no time code added).
+        location_encoder: Codes ``(lat, lon)`` pairs, or ``None``.
+        temporal_coords: ``(B, T, 2)`` (``(B, 2)`` for one frame), or ``None``.
+        location_coords: ``(B, 2)`` or ``None``.
+
+    Returns:
+        ``tokens`` plus the codes, same shape.
+    """
+    batch = tokens.shape[0]
+    if temporal_encoder is not None and temporal_coords is not None:
+        one_frame = frames == 1 and isinstance(temporal_coords, torch.Tensor)
+        if one_frame and temporal_coords.ndim == 2:
+            temporal_coords = temporal_coords.unsqueeze(1)  # (B, 2) for a single frame
+        coords = _check_coords(temporal_coords, (batch, frames, 2), "temporal_coords", "(B, T, 2)")
+        # One code per token frame (the first frame of each time patch), for its tokens.
+        code = temporal_encoder(coords[:, ::time_patch][:, : grid[0]])
+        tokens = (
+            tokens.unflatten(1, (grid[0], grid[1] * grid[2])) + code[:, :, None].to(tokens)
+        ).flatten(1, 2)
+    if location_encoder is not None and location_coords is not None:
+        coords = _check_coords(location_coords, (batch, 2), "location_coords", "(B, 2)")
+        tokens = tokens + location_encoder(coords)[:, None].to(tokens)
+    return tokens
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

@@ -14,6 +14,7 @@ _LAZY: dict[str, str] = {
     "PixelwiseRegressionTask": "geofm.tasks.regression",
     "ClassificationTask": "geofm.tasks.classification",
     "MultiLabelClassificationTask": "geofm.tasks.classification",
+    "EmbeddingTask": "geofm.tasks.embedding",
     "build_loss": "geofm.tasks.losses",
     "build_optimizer": "geofm.tasks.optim",
     "build_scheduler": "geofm.tasks.optim",

@@ -1,0 +1,217 @@
+"""``EmbeddingTask``: embeddings of any backbone, for prediction only.
+
+The task holds an :class:`~geofm.models.embedder.Embedder` (a backbone from the registry,
+optional necks, one feature level, a pooling) and the task's
+:class:`~geofm.models.preprocess.Preprocess`, completed like every task's: the datamodule's
+settings, else the task's ``means``/``stds``, else the backbone's pretraining statistics.
+Its :class:`~geofm.inference.predictor.Predictor` is the one function that chips
+(``predict_step``, ``geofm embed``) and streamed scenes
+(:func:`~geofm.inference.embedding.embed_scene`) call.
+
+A fine-tuned geofm checkpoint of another task (``ckpt_path``) gives its encoder and its
+preprocessing; its necks, decoder and head are left out.
+
+``fit``, ``validate`` and ``test`` raise: there is nothing to train or score.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from geofm.inference.predictor import Predictor
+from geofm.models.embedder import POOLINGS, Pooling, build_embedder
+from geofm.tasks.base import _DATA_KEYS, BaseTask
+
+__all__ = ["EMBEDDING_OUTPUTS", "EmbeddingOutput", "EmbeddingTask"]
+
+log = logging.getLogger(__name__)
+
+EmbeddingOutput = Literal["pooled", "grid", "both"]
+EMBEDDING_OUTPUTS: tuple[str, ...] = ("pooled", "grid", "both")
+
+# Keys of another task's model_args that belong to its decoder and head, not its encoder.
+_ENCODER_KEYS = ("backbone",)
+
+
+def _checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """The backbone arguments, encoder weights and preprocessing state of a task checkpoint.
+
+    Raises:
+        CheckpointError: the file is no geofm task checkpoint (no ``model_args.backbone``, no
+            ``model.encoder.*`` weights); names the file.
+    """
+    from geofm.checkpoint_io import load_checkpoint_file
+    from geofm.errors import CheckpointError
+
+    checkpoint = load_checkpoint_file(path, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    args = dict(hparams.get("model_args") or {})
+    state = checkpoint.get("state_dict") or {}
+    encoder = {k.removeprefix("model.encoder."): v for k, v in state.items() if k.startswith("model.encoder.")}
+    if "backbone" not in args or not encoder:
+        raise CheckpointError(
+            f"ckpt_path '{path}' is not a geofm task checkpoint with a backbone (model_args "
+            f"keys {sorted(args)}, {len(encoder)} model.encoder.* weights): give a checkpoint "
+            "written by geofm fit, or model_args.backbone_ckpt_path for plain backbone weights."
+        )
+    backbone_args = {
+        k: v
+        for k, v in args.items()
+        if (k in _ENCODER_KEYS or k.startswith("backbone_"))
+        # The weights come from the checkpoint: never look for pretrained files.
+        and k not in ("backbone_pretrained", "backbone_ckpt_path")
+    }
+    preprocess = {k.removeprefix("preprocess."): v for k, v in state.items() if k.startswith("preprocess.")}
+    return backbone_args, encoder, preprocess
+
+
+class EmbeddingTask(BaseTask):
+    """Per-image pooled embeddings and per-patch embedding grids of a backbone.
+
+    Args:
+        model_args: ``backbone`` (a registry name), ``backbone_*`` arguments
+            (``backbone_pretrained``, ``backbone_ckpt_path``, ``backbone_bands``...) and
+            optional ``necks``; no decoder or head. With ``ckpt_path``: only ``necks``.
+        layer: Feature level, an index into the backbone's (necked) feature list; the last
+            by default. For Prithvi ViT, ``backbone_out_indices`` chooses blocks.
+        pooling: ``"mean"`` or ``"max"`` over the feature grid, or ``"cls"``: a ViT's class
+            token.
+        output: ``"pooled"`` (one vector per image), ``"grid"`` (the ``(D, h, w)`` patch
+            grid) or ``"both"``.
+        ckpt_path: A geofm checkpoint of another task (segmentation, regression,
+            classification): its encoder weights and preprocessing are used.
+        means: Per-band means (override the datamodule's and the backbone's statistics).
+        stds: Per-band standard deviations, with ``means``.
+    """
+
+    model_task = "embedding"
+    plot_mode = "none"
+    loss_kind = "none"
+    needs_num_classes = False
+    prediction_kind = "values"
+
+    def __init__(
+        self,
+        model_args: dict[str, Any] | None = None,
+        layer: int = -1,
+        pooling: Pooling = "mean",
+        output: EmbeddingOutput = "pooled",
+        ckpt_path: str | None = None,
+        means: list[float] | None = None,
+        stds: list[float] | None = None,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.init_args.pooling={pooling!r}; choose one of {list(POOLINGS)}.")
+        if output not in EMBEDDING_OUTPUTS:
+            raise ValueError(
+                f"model.init_args.output={output!r}; choose one of {list(EMBEDDING_OUTPUTS)}."
+            )
+        self._checkpoint_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        model_args = dict(model_args or {})
+        if ckpt_path is not None:
+            extra = sorted(set(model_args) - {"necks"})
+            if extra:
+                raise ValueError(
+                    f"model.init_args.ckpt_path gives the backbone; model_args {extra} would be "
+                    "ignored: keep only model_args.necks (or drop ckpt_path)."
+                )
+            backbone_args, encoder_state, preprocess_state = _checkpoint_parts(ckpt_path)
+            model_args = {**backbone_args, **model_args}
+            self._checkpoint_state = (encoder_state, preprocess_state)
+        elif "backbone" not in model_args:
+            raise ValueError(
+                "EmbeddingTask needs model_args.backbone (e.g. prithvi_eo_v2_300 or "
+                "timm_resnet50) or ckpt_path (a geofm checkpoint of another task)."
+            )
+        super().__init__(model_factory="EncoderDecoderFactory", model_args=model_args, means=means, stds=stds)
+        if self._checkpoint_state is not None:
+            encoder_state, preprocess_state = self._checkpoint_state
+            self.model.encoder.load_state_dict(encoder_state)
+            if preprocess_state:
+                self.preprocess.load_state_dict(preprocess_state)
+            log.info("Encoder and preprocessing from %s.", ckpt_path)
+        self.predictor = Predictor(self.model, self.preprocess, "values")
+
+    # ------------------------------------------------------------------ configuration
+    def configure_models(self, model: nn.Module | None = None) -> None:
+        """Build the :class:`~geofm.models.embedder.Embedder` from ``model_args``."""
+        args = dict(self.hparams.model_args)
+        self.model = build_embedder(
+            args.pop("backbone"),
+            necks=args.pop("necks", None),
+            layer=self.hparams.layer,
+            pooling=self.hparams.pooling,
+            **args,
+        )
+
+    def configure_preprocess(self, datamodule: Any = None, stage: str | None = None) -> None:
+        """As every task; a checkpoint's preprocessing then replaces what that gave."""
+        super().configure_preprocess(datamodule, stage)
+        if self._checkpoint_state is not None and self._checkpoint_state[1]:
+            self.preprocess.load_state_dict(self._checkpoint_state[1])
+            self._expected_bands = None
+
+    def configure_losses(self, loss: nn.Module | None = None) -> None:
+        self.criterion = None
+
+    def configure_metrics(self) -> None:
+        pass
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({})
+
+    def setup(self, stage: str) -> None:
+        if stage != "predict":
+            raise ValueError(
+                f"EmbeddingTask predicts only: '{stage}' has nothing to train or score. Run "
+                "geofm embed -c CONFIG (or geofm predict) instead."
+            )
+        super().setup(stage)
+
+    def configure_optimizers(self) -> Any:
+        raise ValueError("EmbeddingTask predicts only; it has nothing to optimise.")
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def output_kind(self) -> EmbeddingOutput:
+        return self.hparams.output
+
+    def embed(self, image: torch.Tensor, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"output": (B, D, h, w), "pooled": (B, D)}`` for raw ``image`` ``(B, C, H, W)``."""
+        return self.predictor.outputs(image, **extra)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``embedding`` ``(B, D)`` and/or ``grid`` ``(B, D, h, w)`` (by ``output``), plus every
+        batch key other than inputs and targets (``filename``, ``crs``, ``transform``...)."""
+        self._check_batch(batch)
+        out = self.embed(batch["image"], **self._model_inputs(batch))
+        result: dict[str, Any] = {}
+        if self.output_kind in ("pooled", "both"):
+            result["embedding"] = out["pooled"]
+        if self.output_kind in ("grid", "both"):
+            result["grid"] = out["output"]
+        result.update({key: value for key, value in batch.items() if key not in _DATA_KEYS})
+        return result
+
+    # Nothing to score: the abstract hooks of training tasks.
+    def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        raise ValueError("EmbeddingTask has no target.")
+
+    def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise ValueError("EmbeddingTask has no metrics.")
+
+    def decode(self, prediction: torch.Tensor) -> torch.Tensor:
+        return prediction
+
+    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise ValueError("EmbeddingTask predicts through predict_step.")
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        raise ValueError("EmbeddingTask predicts only; it cannot be trained.")

@@ -63,6 +63,7 @@ __all__ = [
     "embed_chips",
     "embed_scene",
     "embed_scenes",
+    "expected_bands",
     "feature_stride",
     "file_date",
     "owned_ranges",
@@ -101,6 +102,32 @@ def _run(predictor: Predictor, batch: torch.Tensor, extra: dict[str, torch.Tenso
             "Embedder (a dict with 'output' and 'pooled')."
         )
     return out["output"].float(), out["pooled"].float()
+
+
+def expected_bands(predictor: Predictor) -> tuple[int, str] | None:
+    """The band count the model takes and what says so (its statistics, its first layer)."""
+    preprocess = predictor.preprocess
+    if getattr(preprocess, "has_statistics", False):
+        return int(preprocess.num_bands), f"{preprocess.source} has {preprocess.num_bands} bands"
+    root = getattr(predictor.model, "encoder", predictor.model)
+    if isinstance(root, nn.Module):
+        for module in root.modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                return module.in_channels, f"the model's first layer takes {module.in_channels} bands"
+    return None
+
+
+def check_bands(predictor: Predictor, path: Path, count: int, bands: list[int] | None) -> None:
+    """Raise when ``path`` gives the model another number of bands than it takes (names the
+    file, the bands read and what fixes the count)."""
+    expected = expected_bands(predictor)
+    given = len(bands) if bands is not None else count
+    if expected is not None and expected[0] != given:
+        read = f"bands {bands}" if bands is not None else f"all {count} bands"
+        raise ValueError(
+            f"'{path}' gives the model {given} bands ({read}) but {expected[1]}: select the "
+            "model's bands (bands= 1-based, --bands, or data.init_args.output_bands)."
+        )
 
 
 def feature_stride(
@@ -294,6 +321,8 @@ def embed_chips(
             f"Chips have different band counts: '{files[0]}' has {first}, '{odd}' has "
             f"{headers[files.index(odd)][4]}; give bands (1-based) to select the same bands."
         )
+    for path, header in zip(files, headers, strict=True):
+        check_bands(predictor, path, header[4], bands)
     tags = sorted({_crs_tag(h[0]) for h in headers})
     pooled_paths = {
         tag: output_dir / (f"{name}.parquet" if len(tags) == 1 else f"{name}_{tag}.parquet") for tag in tags
@@ -362,7 +391,7 @@ def embed_chips(
                             output_dir / "patches.parquet", crs, values.shape[0], grid_columns=True, fingerprint=fingerprint
                         )
                     rows, cols = np.nonzero(valid)
-                    patch_transform = transform * transform.scale(*patch[::-1])
+                    patch_transform = transform @ transform.scale(*patch[::-1])
                     patch_writer.write(
                         footprints(patch_transform, rows, cols, np.ones_like(rows), np.ones_like(cols)),
                         values[:, rows, cols].T,
@@ -417,7 +446,7 @@ def _write_grid(
     count, height, width = values.shape
     block = 16 * -(-min(height, width, 256) // 16)
     profile = geotiff_profile(
-        width, height, count, np.dtype(dtype), crs, transform * transform.scale(patch[1], patch[0]), float("nan"), block=block
+        width, height, count, np.dtype(dtype), crs, transform @ transform.scale(patch[1], patch[0]), float("nan"), block=block
     )
     sink = GeoTiffSink(path, width, height, fingerprint=fingerprint, exclusive=False)
     sink.open(profile)
@@ -509,6 +538,7 @@ def embed_scene(
     tile = resolve_tile_args(tile_size, overlap if overlap is not None else 0, None)[0]
     extra = {k: v.to(device) for k, v in (extra_inputs or {}).items()}
     with RasterTileSource(input_path, bands, num_workers, None, tile[0], nodata=input_nodata) as source:
+        check_bands(predictor, input_path, len(source.bands), bands)
         patch = feature_stride(predictor, len(source.bands), tile, device, extra)
         grid = plan_patch_tiles(source.height, source.width, tile_size, overlap, patch)
         source.set_grid(grid)
@@ -561,7 +591,7 @@ class _SceneEmbedding:
         self.own_rows = owned_ranges(grid.row_offsets, grid.tile_size[0], patch[0], self.cells[0])
         self.own_cols = owned_ranges(grid.col_offsets, grid.tile_size[1], patch[1], self.cells[1])
         self.transform = source.transform
-        self.patch_transform = source.transform * source.transform.scale(patch[1], patch[0])
+        self.patch_transform = source.transform @ source.transform.scale(patch[1], patch[0])
         anchor = next(iter(paths.values()))
         self.parts = anchor.with_name(f".{anchor.stem.rsplit('_', 1)[0]}_embed.parts")
         self.sink: GeoTiffSink | None = None

@@ -209,18 +209,27 @@ def owned_ranges(offsets: Sequence[int], tile: int, patch: int, cells: int) -> l
 
 # ---------------------------------------------------------------------------- metadata
 def file_date(path: str | Path, pattern: str | None = None) -> dt.date | None:
-    """The acquisition date in a file's name (:mod:`geofm.data.coords` patterns, the first
-    date found) or, without a pattern and none in the name, in its GeoTIFF tags."""
-    from geofm.data.coords import find_dates
+    """The acquisition date of a file: the first date ``pattern`` finds in its name (see
+    :mod:`geofm.data.coords`); without a pattern, the first default pattern that finds one,
+    else its GeoTIFF date tags; ``None`` when there is none.
 
-    dates, _ = find_dates([Path(path)], pattern)
-    if not dates or not dates[0]:
-        if pattern is not None:
-            return None
-        dates, _ = find_dates([Path(path)], "tags")
-        if not dates or not dates[0]:
-            return None
-    year, doy = dates[0][0]
+    Raises:
+        DateError: ``pattern`` is given and the name holds no date it reads (names the file).
+    """
+    from geofm.data.coords import DEFAULT_DATE_PATTERNS, DatePattern, find_dates
+
+    path = Path(path)
+    if pattern is not None:
+        found = find_dates([path], pattern)[0]
+        dates = found[0] if found else []
+    else:  # file by file, quietly: chips of one folder may name dates differently
+        dates = next((d for c in DEFAULT_DATE_PATTERNS if (d := DatePattern(c).search(path.name))), [])
+        if not dates:
+            found = find_dates([path], "tags")[0]
+            dates = found[0] if found else []
+    if not dates:
+        return None
+    year, doy = dates[0]
     return dt.date(int(year), 1, 1) + dt.timedelta(days=int(doy) - 1)
 
 

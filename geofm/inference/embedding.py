@@ -601,8 +601,8 @@ class _SceneEmbedding:
         self.own_cols = owned_ranges(grid.col_offsets, grid.tile_size[1], patch[1], self.cells[1])
         self.transform = source.transform
         self.patch_transform = source.transform @ source.transform.scale(patch[1], patch[0])
-        anchor = next(iter(paths.values()))
-        self.parts = anchor.with_name(f".{anchor.stem.rsplit('_', 1)[0]}_embed.parts")
+        # GeoParquet rows of finished rows of tiles, kept for resume until the files are merged.
+        self.parts = next(iter(paths.values())).with_name(f".{source.path.stem}_embed.parts")
         self.sink: GeoTiffSink | None = None
         self._sink_open = False
         self.locks: list[OutputLock] = []

@@ -67,6 +67,7 @@ def import_components() -> None:
     import geofm.callbacks  # noqa: F401
     import geofm.data.datamodules  # noqa: F401
     import geofm.tasks.classification  # noqa: F401
+    import geofm.tasks.embedding  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
     import geofm.tasks.segmentation  # noqa: F401
 

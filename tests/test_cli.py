@@ -235,11 +235,13 @@ def test_example_configs_build_and_run_a_forward_step(example):
         shape = (2, bands, model_args["backbone_num_frames"], size, size)
     model = cli.model.model.eval()
     with torch.no_grad():
-        out = model(torch.randn(shape)).output
+        out = model(torch.randn(shape))
+    out = out["pooled"] if isinstance(out, dict) else out.output  # an embedder: its vectors
     expected = {
         "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
         "PixelwiseRegressionTask": (2, size, size),
         "ClassificationTask": (2, model_args.get("num_classes")),
+        "EmbeddingTask": (2, getattr(model, "encoder", model).out_channels[-1]),
     }[type(cli.model).__name__]
     assert tuple(out.shape) == expected
     assert torch.isfinite(out).all()

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geofm.inference.chip_rows import ChipRows, crs_tag
 from geofm.inference.geoparquet import GeoParquetWriter, footprints, read_fingerprint
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
@@ -233,17 +234,6 @@ def file_date(path: str | Path, pattern: str | None = None) -> dt.date | None:
     return dt.date(int(year), 1, 1) + dt.timedelta(days=int(doy) - 1)
 
 
-def _crs_tag(crs: Any) -> str:
-    if crs is None:
-        return "no_crs"
-    epsg = crs.to_epsg() if hasattr(crs, "to_epsg") else None
-    if epsg:
-        return f"EPSG_{epsg}"
-    import hashlib
-
-    return "crs_" + hashlib.blake2b(str(crs).encode(), digest_size=4).hexdigest()
-
-
 def _check_outputs(output: str) -> None:
     if output not in EMBEDDING_OUTPUTS:
         raise ValueError(f"output={output!r}; choose one of {list(EMBEDDING_OUTPUTS)}.")
@@ -332,17 +322,12 @@ def embed_chips(
         )
     for path, header in zip(files, headers, strict=True):
         check_bands(predictor, path, header[4], bands)
-    tags = sorted({_crs_tag(h[0]) for h in headers})
-    pooled_paths = {
-        tag: output_dir / (f"{name}.parquet" if len(tags) == 1 else f"{name}_{tag}.parquet") for tag in tags
-    }
-    grid = output in ("grid", "both")
-    if grid and len(tags) > 1:
-        raise ValueError(
-            f"patches.parquet holds one CRS and the chips in {inputs} have several "
-            f"({', '.join(tags)}): embed each CRS's chips separately for grid output, or use "
-            "output='pooled' (one file per CRS)."
-        )
+    stems = [p.stem for p in files]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates and output != "pooled":
+        raise ValueError(f"Chips {duplicates} share a name; their grids in {output_dir} would collide.")
+    tags = [crs_tag(h[0]) for h in headers]
+    pooled, grid = output in ("pooled", "both"), output in ("grid", "both")
     fingerprint = {
         "inputs": [_file_identity(p) for p in files],
         "bands": bands,
@@ -351,66 +336,36 @@ def embed_chips(
         "date_pattern": date_pattern,
         "grid_dtype": grid_dtype,
     }
-    targets = list(pooled_paths.values()) if output != "grid" else []
+    targets = [output_dir / ChipRows.file_name(name, tags, t) for t in sorted(set(tags))] if pooled else []
     if grid:
-        targets += [output_dir / "patches.parquet"] + [output_dir / f"{p.stem}_emb.tif" for p in files]
+        targets += [output_dir / ChipRows.file_name("patches", tags, t) for t in sorted(set(tags))]
+        targets += [output_dir / f"{p.stem}_emb.tif" for p in files]
     if resume and all(_finished(t, fingerprint) for t in targets):
         log.info("Chip embeddings in %s are complete with these settings; skipping.", output_dir)
         return targets
     for module in (predictor.model, predictor.preprocess):
         if isinstance(module, nn.Module):
             module.to(device).eval()
-    writers: dict[str, GeoParquetWriter] = {}
-    patch_writer: GeoParquetWriter | None = None
-    written: list[Path] = []
+    rows = ChipRows(output_dir, pooled, grid, name=name, fingerprint=fingerprint, grid_dtype=grid_dtype)
+    pending: list[tuple[Path, Any, TileData]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        image = torch.from_numpy(np.stack([d.image for _, _, d in pending])).to(device)
+        extra: dict[str, torch.Tensor] = {}
+        if chip_inputs is not None:  # each chip's own (1, ...) inputs, stacked
+            per_chip = [chip_inputs(p) for p, _, _ in pending]
+            extra = {k: torch.cat([c[k] for c in per_chip]) for k in per_chip[0]}
+        grids, vectors = _forward_batch(predictor, image, extra, device)
+        grids, vectors = grids.cpu().numpy(), vectors.cpu().numpy()
+        for i, (path, header, data) in enumerate(pending):
+            crs, transform, height, width, _ = header
+            rows.add(path, crs, transform, height, width, vectors[i], grids[i], data.valid,
+                     file_date(path, date_pattern))
+        pending.clear()
+
     try:
-        pending: list[tuple[Path, Any, TileData]] = []
-
-        def flush() -> None:
-            nonlocal patch_writer
-            if not pending:
-                return
-            image = torch.from_numpy(np.stack([d.image for _, _, d in pending])).to(device)
-            extra: dict[str, torch.Tensor] = {}
-            if chip_inputs is not None:  # each chip's own (1, ...) inputs, stacked
-                per_chip = [chip_inputs(p) for p, _, _ in pending]
-                extra = {k: torch.cat([c[k] for c in per_chip]) for k in per_chip[0]}
-            grids, pooled = _forward_batch(predictor, image, extra, device)
-            for i, (path, header, data) in enumerate(pending):
-                crs, transform, height, width, _ = header
-                date = file_date(path, date_pattern)
-                geometry = footprints(transform, [0], [0], [height], [width])
-                if output != "grid":
-                    tag = _crs_tag(crs)
-                    if tag not in writers:
-                        writers[tag] = GeoParquetWriter(
-                            pooled_paths[tag], crs, pooled.shape[1], fingerprint=fingerprint
-                        )
-                    writers[tag].write(geometry, pooled[i : i + 1].cpu().numpy(), str(path), date)
-                if grid:
-                    values = grids[i].cpu().numpy()
-                    patch = (height // values.shape[1], width // values.shape[2])
-                    valid = _patch_valid(_tile_valid(data, height, width), patch)
-                    values[:, ~valid] = np.nan
-                    written.append(
-                        _write_grid(output_dir / f"{path.stem}_emb.tif", values, crs, transform, patch, grid_dtype, fingerprint)
-                    )
-                    if patch_writer is None:
-                        patch_writer = GeoParquetWriter(
-                            output_dir / "patches.parquet", crs, values.shape[0], grid_columns=True, fingerprint=fingerprint
-                        )
-                    rows, cols = np.nonzero(valid)
-                    patch_transform = transform @ transform.scale(*patch[::-1])
-                    patch_writer.write(
-                        footprints(patch_transform, rows, cols, np.ones_like(rows), np.ones_like(cols)),
-                        values[:, rows, cols].T,
-                        str(path),
-                        date,
-                        rows,
-                        cols,
-                    )
-            pending.clear()
-
         for path, header in zip(files, headers, strict=True):
             height, width = header[2], header[3]
             with RasterTileSource(path, bands, num_workers=0, cache_rows=height) as source:
@@ -419,17 +374,9 @@ def embed_chips(
                 flush()
             pending.append((path, header, data))
         flush()
-        written += [w.finish() for w in writers.values()]
-        writers.clear()
-        if patch_writer is not None:
-            written.append(patch_writer.finish())
-            patch_writer = None
+        return rows.finish()
     finally:
-        for writer in writers.values():
-            writer.close()
-        if patch_writer is not None:
-            patch_writer.close()
-    return written
+        rows.close()
 
 
 def _forward_batch(
@@ -446,24 +393,6 @@ def _finished(path: Path, fingerprint: dict[str, Any]) -> bool:
     if path.suffix == ".tif":
         return GeoTiffSink.finished(path, fingerprint)
     return read_fingerprint(path) == expected
-
-
-def _write_grid(
-    path: Path, values: np.ndarray, crs: Any, transform: Any, patch: tuple[int, int], dtype: str, fingerprint: dict[str, Any]
-) -> Path:
-    """One chip's ``(D, h, w)`` grid as a GeoTIFF on the patch grid (temporary name, renamed)."""
-    count, height, width = values.shape
-    block = 16 * -(-min(height, width, 256) // 16)
-    profile = geotiff_profile(
-        width, height, count, np.dtype(dtype), crs, transform @ transform.scale(patch[1], patch[0]), float("nan"), block=block
-    )
-    sink = GeoTiffSink(path, width, height, fingerprint=fingerprint, exclusive=False)
-    sink.open(profile)
-    try:
-        sink.write(0, values.astype(dtype))
-        return sink.finish()
-    finally:
-        sink.close()
 
 
 # ---------------------------------------------------------------------------- scenes

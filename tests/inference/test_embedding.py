@@ -162,8 +162,12 @@ def test_chips_in_two_crs_go_to_one_file_per_crs(tmp_path):
     for code in (32614, 32615):
         rows = gpd.read_parquet(tmp_path / "out" / f"embeddings_EPSG_{code}.parquet")
         assert len(rows) == 1 and rows.crs.to_epsg() == code
-    with pytest.raises(ValueError, match="one CRS"):
-        embed_chips(vit_task(), folder, tmp_path / "out2", output="grid")
+    written = embed_chips(vit_task(), folder, tmp_path / "out2", output="grid")
+    assert sorted(p.name for p in written) == [
+        "a_emb.tif", "b_emb.tif", "patches_EPSG_32614.parquet", "patches_EPSG_32615.parquet"
+    ]
+    for code in (32614, 32615):
+        assert gpd.read_parquet(tmp_path / "out2" / f"patches_EPSG_{code}.parquet").crs.to_epsg() == code
 
 
 class _Counter:

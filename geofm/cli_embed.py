@@ -22,34 +22,6 @@ __all__ = ["add_embed_parser", "embed_from_config"]
 log = logging.getLogger(__name__)
 
 
-def _extra_inputs_function(task: Any, date_pattern: str | None) -> Any:
-    """A file's ``temporal_coords``/``location_coords`` (as the model takes them), or None."""
-    wanted = task.predictor.extra_inputs
-    if not wanted:
-        return None
-    import numpy as np
-    import rasterio
-    import torch
-
-    from geofm.data.coords import location_coords
-    from geofm.inference.embedding import file_date
-
-    def inputs(path: Path) -> dict[str, torch.Tensor]:
-        found: dict[str, torch.Tensor] = {}
-        date = file_date(path, date_pattern)
-        if "temporal_coords" in wanted and date is not None:
-            coords = np.asarray([[date.year, date.timetuple().tm_yday]], dtype=np.float32)
-            found["temporal_coords"] = torch.from_numpy(coords)[None]
-        if "location_coords" in wanted:
-            with rasterio.open(path) as src:
-                location = location_coords(src.crs, src.transform, src.height, src.width)
-            if location is not None:
-                found["location_coords"] = torch.from_numpy(location)[None]
-        return found
-
-    return inputs
-
-
 def embed_from_config(
     config: str | Path,
     *,
@@ -74,11 +46,8 @@ def embed_from_config(
         ConfigError: the model is not an EmbeddingTask, or no input is given.
         FileNotFoundError: the config or the input does not exist.
     """
-    import torch
-
     from geofm.cli_lightning import run_lightning_cli
     from geofm.errors import ConfigError
-    from geofm.inference.embedding import embed_chips, embed_scenes
     from geofm.tasks.embedding import EmbeddingTask
 
     config = Path(config)
@@ -96,58 +65,26 @@ def embed_from_config(
             "--bands selects bands when the config has no data section; this config's data "
             "section selects them (dataset_bands/output_bands)."
         )
-    files: Any = input
-    if datamodule is not None:
-        if input is None:
-            datamodule.setup("predict")
-            files = list(datamodule.predict_dataset.image_files)
-            indexes = datamodule.predict_dataset.selection.indexes
-        else:
-            indexes = datamodule.predict_selection.indexes
-        bands = list(indexes) if indexes is not None else None
-    if files is None:
-        raise ConfigError(
-            f"geofm embed: nothing to embed; give --input (a folder or a file) or "
-            f"data.init_args.predict_data_root in {config}."
-        )
     if input is not None and not Path(input).exists():
         raise FileNotFoundError(2, "--input does not exist", str(input))
-    task.configure_preprocess(datamodule, stage="predict")
-    date_pattern = getattr(datamodule, "date_pattern", None)
-    device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not scenes:
+        for flag, value in (("--tile-size", tile_size), ("--overlap", overlap), ("--patch-rows", patch_rows or None)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to --scenes (streamed tiles); chips are embedded whole.")
+        settings: dict[str, Any] = {}
+    else:
+        settings = {"tile_size": tile_size or 224, "overlap": overlap, "patch_rows": patch_rows}
     out = Path(output) if output is not None else Path("runs") / config.stem / "embeddings"
-    inputs = _extra_inputs_function(task, date_pattern)
-    if scenes:
-        results = embed_scenes(
-            task,
-            files,
-            out,
-            output=task.output_kind,
-            patch_rows=patch_rows,
-            bands=bands,
-            tile_size=tile_size or 224,
-            overlap=overlap,
-            batch_size=batch_size,
-            device=device_,
-            resume=resume,
-            date_pattern=date_pattern,
-            scene_inputs=inputs,
-        )
-        return [path for result in results for path in result.values()]
-    for flag, value in (("--tile-size", tile_size), ("--overlap", overlap), ("--patch-rows", patch_rows or None)):
-        if value is not None:
-            raise ConfigError(f"{flag} applies to --scenes (streamed tiles); chips are embedded whole.")
-    return embed_chips(
-        task,
-        files,
+    return task.embed_files(
+        datamodule,
         out,
-        output=task.output_kind,
+        input=input,
         bands=bands,
+        scenes=scenes,
+        device=device,
         batch_size=batch_size,
-        device=device_,
-        date_pattern=date_pattern,
-        chip_inputs=inputs,
         resume=resume,
+        **settings,
     )
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "expected_bands",
     "feature_stride",
     "file_date",
+    "file_inputs",
     "owned_ranges",
     "plan_patch_tiles",
 ]
@@ -232,6 +233,37 @@ def file_date(path: str | Path, pattern: str | None = None) -> dt.date | None:
         return None
     year, doy = dates[0]
     return dt.date(int(year), 1, 1) + dt.timedelta(days=int(doy) - 1)
+
+
+def file_inputs(
+    wanted: Sequence[str], date_pattern: str | None = None
+) -> Callable[[Path], dict[str, torch.Tensor]] | None:
+    """A function giving a file's ``temporal_coords`` ``(1, 1, 2)`` and ``location_coords``
+    ``(1, 2)`` (those in ``wanted``, the model's extra inputs), or ``None`` when it takes none.
+
+    Dates come from :func:`file_date`, locations from the file's CRS and transform
+    (:mod:`geofm.data.coords`); a file without them gets no such input.
+    """
+    if not wanted:
+        return None
+    import rasterio
+
+    from geofm.data.coords import location_coords
+
+    def inputs(path: Path) -> dict[str, torch.Tensor]:
+        found: dict[str, torch.Tensor] = {}
+        date = file_date(path, date_pattern)
+        if "temporal_coords" in wanted and date is not None:
+            coords = np.asarray([[date.year, date.timetuple().tm_yday]], dtype=np.float32)
+            found["temporal_coords"] = torch.from_numpy(coords)[None]
+        if "location_coords" in wanted:
+            with rasterio.open(path) as src:
+                location = location_coords(src.crs, src.transform, src.height, src.width)
+            if location is not None:
+                found["location_coords"] = torch.from_numpy(location)[None]
+        return found
+
+    return inputs
 
 
 def _check_outputs(output: str) -> None:

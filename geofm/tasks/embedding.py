@@ -92,6 +92,9 @@ class EmbeddingTask(BaseTask):
     """
 
     model_task = "embedding"
+    #: Weights come from the backbone (pretrained, ``backbone_ckpt_path``) or ``ckpt_path``:
+    #: ``geofm predict`` needs no ``--ckpt_path``.
+    needs_checkpoint = False
     plot_mode = "none"
     loss_kind = "none"
     needs_num_classes = False
@@ -173,7 +176,9 @@ class EmbeddingTask(BaseTask):
                 f"EmbeddingTask predicts only: '{stage}' has nothing to train or score. Run "
                 "geofm embed -c CONFIG (or geofm predict) instead."
             )
-        super().setup(stage)
+        # The datamodule's preprocessing settings, then the backbone's statistics if none.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        self.configure_preprocess(datamodule, stage)
 
     def configure_optimizers(self) -> Any:
         raise ValueError("EmbeddingTask predicts only; it has nothing to optimise.")
@@ -199,6 +204,97 @@ class EmbeddingTask(BaseTask):
             result["grid"] = out["output"]
         result.update({key: value for key, value in batch.items() if key not in _DATA_KEYS})
         return result
+
+    def embed_files(
+        self,
+        datamodule: Any,
+        output_dir: str | Path,
+        *,
+        input: str | Path | None = None,
+        bands: list[int] | None = None,
+        scenes: bool = False,
+        device: str | torch.device | None = None,
+        **settings: Any,
+    ) -> list[Path]:
+        """Embed the datamodule's predict files (or ``input``) as chips or streamed scenes.
+
+        Args:
+            datamodule: A geofm datamodule (its predict files, band selection, statistics and
+                ``date_pattern``), or ``None``.
+            output_dir: Where the outputs go.
+            input: A folder or file instead of the datamodule's ``predict_data_root``.
+            bands: 1-based bands to read when there is no datamodule.
+            scenes: Stream whole scenes tile by tile
+                (:func:`~geofm.inference.embedding.embed_scenes`) instead of embedding each file
+                whole (:func:`~geofm.inference.embedding.embed_chips`).
+            device: Where the model runs (the first GPU when available by default).
+            **settings: Settings of ``embed_chips`` or ``embed_scene`` (``batch_size``,
+                ``resume``, ``tile_size``, ``overlap``, ``patch_rows``...).
+
+        Returns:
+            The files written (or found finished with ``resume``).
+
+        Raises:
+            ValueError: ``bands`` with a datamodule (which selects bands), or nothing to embed.
+        """
+        from geofm.inference.embedding import embed_chips, embed_scenes, file_inputs
+
+        if bands is not None and datamodule is not None:
+            raise ValueError(
+                "bands select the files' bands when there is no datamodule; the datamodule "
+                "selects them (data.init_args.dataset_bands/output_bands)."
+            )
+        files: Any = input
+        if datamodule is not None:
+            if input is None:
+                datamodule.setup("predict")
+                dataset = datamodule.predict_dataset
+                files = list(dataset.image_files) if dataset is not None else None
+                indexes = dataset.selection.indexes if dataset is not None else None
+            else:
+                indexes = datamodule.predict_selection.indexes
+            bands = list(indexes) if indexes is not None else None
+        if not files:
+            raise ValueError(
+                "Nothing to embed: give an input folder or file (--input) or "
+                "data.init_args.predict_data_root."
+            )
+        self.configure_preprocess(datamodule, stage="predict")
+        date_pattern = getattr(datamodule, "date_pattern", None)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        inputs = file_inputs(self.predictor.extra_inputs, date_pattern)
+        common = {"output": self.output_kind, "bands": bands, "device": device, "date_pattern": date_pattern}
+        if scenes:
+            results = embed_scenes(self, files, output_dir, scene_inputs=inputs, **common, **settings)
+            return [path for result in results for path in result.values()]
+        return embed_chips(self, files, output_dir, chip_inputs=inputs, **common, **settings)
+
+    def stream_scenes(
+        self,
+        datamodule: Any,
+        ckpt_path: str | None,
+        output_dir: str | Path,
+        settings: dict[str, Any],
+        device: str | torch.device | None = None,
+    ) -> list[Path]:
+        """``geofm predict --streaming``: the datamodule's predict files as streamed scenes.
+
+        Raises:
+            ValueError: a ``--ckpt_path`` (the embedding model's weights come from its backbone
+                or ``model.init_args.ckpt_path``).
+        """
+        if ckpt_path:
+            raise ValueError(
+                f"--ckpt_path {ckpt_path}: EmbeddingTask takes a fine-tuned checkpoint as "
+                "model.init_args.ckpt_path (its encoder and preprocessing)."
+            )
+        return self.embed_files(datamodule, output_dir, scenes=True, device=device, **settings)
+
+    def prediction_writer(self, output_dir: str | Path) -> Any:
+        """The callback ``geofm predict --predict_output_dir`` writes this task's outputs with."""
+        from geofm.inference.embedding_writer import EmbeddingPredictionWriter
+
+        return EmbeddingPredictionWriter(output_dir)
 
     # Nothing to score: the abstract hooks of training tasks.
     def target(self, batch: Mapping[str, Any]) -> torch.Tensor:

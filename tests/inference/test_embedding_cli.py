@@ -70,3 +70,24 @@ def test_embed_errors_are_one_line(tmp_path, capsys):
     assert main(["embed", "-c", str(EXAMPLE), "--input", str(chips), *TINY,
                  "--model.init_args.pooling", "median"]) == 2
     assert "median" in capsys.readouterr().err
+
+
+def test_geofm_predict_writes_what_geofm_embed_writes(tmp_path):
+    """The Lightning route (predict_step + the task's writer) and geofm embed agree; no
+    --ckpt_path is needed (the backbone holds the weights)."""
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for i, day in enumerate(("2021200", "2021216")):
+        _hls(chips / f"HLS.S30.T14SMJ.{day}T170000.v2.0.tif", 64, i)
+    assert main(["embed", "-c", str(EXAMPLE), "--input", str(chips), "-o", str(tmp_path / "embed"), *TINY]) == 0
+    assert main([
+        "predict", "-c", str(EXAMPLE), *TINY, "--data.init_args.predict_data_root", str(chips),
+        "--predict_output_dir", str(tmp_path / "predict"), "--trainer.accelerator", "cpu",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]) == 0
+    for name in ("embeddings.parquet", "patches.parquet"):
+        a, b = gpd.read_parquet(tmp_path / "embed" / name), gpd.read_parquet(tmp_path / "predict" / name)
+        assert len(a) == len(b) and a.crs == b.crs
+        np.testing.assert_allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-5)
+        assert a.geometry.geom_equals(b.geometry).all() and (a["date"] == b["date"]).all()

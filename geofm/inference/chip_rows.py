@@ -54,24 +54,23 @@ def write_grid(
     crs: Any,
     transform: Any,
     patch: tuple[int, int],
-    dtype: str,
     fingerprint: dict[str, Any],
 ) -> Path:
-    """A ``(D, h, w)`` grid as a GeoTIFF on the patch grid (``transform`` scaled by ``patch``),
+    """A ``(D, h, w)`` float32 grid as a GeoTIFF on the patch grid (``transform`` scaled by ``patch``),
     NaN as nodata, under a temporary name renamed when complete."""
     from geofm.inference.writer import GeoTiffSink, geotiff_profile
 
     count, height, width = values.shape
     block = 16 * -(-min(height, width, 256) // 16)  # GeoTIFF blocks are multiples of 16
     profile = geotiff_profile(
-        width, height, count, np.dtype(dtype), crs, transform @ transform.scale(patch[1], patch[0]),
+        width, height, count, np.dtype("float32"), crs, transform @ transform.scale(patch[1], patch[0]),
         float("nan"), block=block,
     )
     # Not exclusive: written whole, by one process; an interruption leaves nothing.
     sink = GeoTiffSink(path, width, height, fingerprint=fingerprint, exclusive=False)
     sink.open(profile)
     try:
-        sink.write(0, values.astype(dtype))
+        sink.write(0, values.astype(np.float32))
         return sink.finish()
     finally:
         sink.close()
@@ -88,7 +87,6 @@ class ChipRows:
         name: Stem of the per-chip file(s).
         patches: Stem of the per-patch file(s).
         fingerprint: Settings stored in every file (for resume).
-        grid_dtype: ``"float32"`` or ``"float16"`` grids.
     """
 
     def __init__(
@@ -99,13 +97,11 @@ class ChipRows:
         name: str = "embeddings",
         patches: str = "patches",
         fingerprint: dict[str, Any] | None = None,
-        grid_dtype: str = "float32",
     ):
         self.output_dir = Path(output_dir)
         self.pooled, self.grid = pooled, grid
         self.names = {"pooled": name, "patches": patches}
         self.fingerprint = fingerprint or {}
-        self.grid_dtype = grid_dtype
         self._writers: dict[tuple[str, str], GeoParquetWriter] = {}
         self._grids: list[Path] = []
         self._stems: set[str] = set()
@@ -166,7 +162,7 @@ class ChipRows:
         ok = patch_valid(valid, values.shape[1:], patch)
         values[:, ~ok] = np.nan
         self._grids.append(
-            write_grid(self.output_dir / f"{stem}_emb.tif", values, crs, transform, patch, self.grid_dtype, self.fingerprint)
+            write_grid(self.output_dir / f"{stem}_emb.tif", values, crs, transform, patch, self.fingerprint)
         )
         rows, cols = np.nonzero(ok)
         cells = transform @ transform.scale(patch[1], patch[0])

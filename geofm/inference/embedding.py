@@ -19,7 +19,7 @@ ViT attends to the whole tile: equal when the chip is the tile). Outputs, in ``o
 
 - ``<scene>_tiles.parquet`` (``pooled``): one row per tile, its pooled vector over the whole
   tile, ``row``/``col`` its top-left pixel, geometry the tile's footprint inside the scene;
-- ``<scene>_emb.tif`` (``grid``): ``D`` bands (float32 or float16) on the patch grid, whose
+- ``<scene>_emb.tif`` (``grid``): ``D`` float32 bands on the patch grid, whose
   transform is the scene's scaled by ``p`` and whose size is ``ceil(H / p) x ceil(W / p)``
   (the last patch row and column reach past the scene by less than a patch; their pixels
   there are reflected); NaN where a patch has no valid pixel;
@@ -75,7 +75,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EMBEDDING_OUTPUTS = ("pooled", "grid", "both")
-_GRID_DTYPES = ("float32", "float16")
 
 
 # ---------------------------------------------------------------------------- model
@@ -299,7 +298,6 @@ def embed_chips(
     device: str | torch.device = "cpu",
     date_pattern: str | None = None,
     chip_inputs: Callable[[Path], dict[str, torch.Tensor]] | None = None,
-    grid_dtype: str = "float32",
     name: str = "embeddings",
     resume: bool = False,
 ) -> list[Path]:
@@ -319,7 +317,6 @@ def embed_chips(
         date_pattern: How dates are read from file names (:mod:`geofm.data.coords`); the
             default patterns, then the tags, by default.
         chip_inputs: A chip's extra model inputs (``temporal_coords``...) from its path.
-        grid_dtype: ``"float32"`` or ``"float16"`` grid GeoTIFFs.
         name: Stem of the pooled GeoParquet file(s).
         resume: Skip the run when every output is already finished with these settings.
 
@@ -332,8 +329,6 @@ def embed_chips(
             counts differ (names the file).
     """
     _check_outputs(output)
-    if grid_dtype not in _GRID_DTYPES:
-        raise ValueError(f"grid_dtype={grid_dtype!r}; choose one of {list(_GRID_DTYPES)}.")
     import rasterio
 
     predictor = as_embedding_predictor(model)
@@ -366,7 +361,6 @@ def embed_chips(
         "model": model_fingerprint(predictor),
         "output": output,
         "date_pattern": date_pattern,
-        "grid_dtype": grid_dtype,
     }
     targets = [output_dir / ChipRows.file_name(name, tags, t) for t in sorted(set(tags))] if pooled else []
     if grid:
@@ -378,7 +372,7 @@ def embed_chips(
     for module in (predictor.model, predictor.preprocess):
         if isinstance(module, nn.Module):
             module.to(device).eval()
-    rows = ChipRows(output_dir, pooled, grid, name=name, fingerprint=fingerprint, grid_dtype=grid_dtype)
+    rows = ChipRows(output_dir, pooled, grid, name=name, fingerprint=fingerprint)
     pending: list[tuple[Path, Any, TileData]] = []
 
     def flush() -> None:
@@ -443,7 +437,6 @@ def embed_scene(
     device: str | torch.device = "cpu",
     num_workers: int = 2,
     resume: bool = False,
-    grid_dtype: str = "float32",
     block_size: int = 64,
     input_nodata: float | None = None,
     date_pattern: str | None = None,
@@ -470,7 +463,6 @@ def embed_scene(
         device: Where preprocessing and the model run.
         num_workers: Reader threads.
         resume: Continue an interrupted run with the same settings; skip a finished scene.
-        grid_dtype: ``"float32"`` or ``"float16"`` GeoTIFF.
         block_size: GeoTIFF block side on the patch grid (multiple of 16); rows are made
             durable a block row at a time.
         input_nodata: A raw value read as nodata in every band.
@@ -483,8 +475,6 @@ def embed_scene(
         ``{"tiles": ..., "grid": ..., "patches": ...}``: the files written, by kind.
     """
     _check_outputs(output)
-    if grid_dtype not in _GRID_DTYPES:
-        raise ValueError(f"grid_dtype={grid_dtype!r}; choose one of {list(_GRID_DTYPES)}.")
     if patch_rows and output == "pooled":
         raise ValueError("patch_rows writes one row per patch of the grid: use output 'grid' or 'both'.")
     if batch_size < 1:
@@ -521,7 +511,6 @@ def embed_scene(
             "stride": grid.stride,
             "output": output,
             "patch_rows": patch_rows,
-            "grid_dtype": grid_dtype,
             "block_size": block_size,
             "input_nodata": repr(input_nodata),
             "date_pattern": date_pattern,
@@ -534,7 +523,6 @@ def embed_scene(
             resume=resume,
             batch_size=batch_size,
             block_size=block_size,
-            grid_dtype=grid_dtype,
             date=file_date(input_path, date_pattern),
             checkpoint_seconds=checkpoint_seconds,
             progress=progress,
@@ -595,7 +583,7 @@ class _SceneEmbedding:
         return self.parts / f"{kind}_{grid_row:06d}.parquet"
 
     # ------------------------------------------------------------------ run
-    def run(self, *, resume: bool, batch_size: int, block_size: int, grid_dtype: str,
+    def run(self, *, resume: bool, batch_size: int, block_size: int,
             date: dt.date | None, checkpoint_seconds: float, progress: bool) -> dict[str, Path]:
         from tqdm.auto import tqdm
 
@@ -616,7 +604,7 @@ class _SceneEmbedding:
                     (i for i, (_, stop) in enumerate(self.own_rows) if stop > self.sink.rows_done), rows_total
                 )
                 start = min(start, tif_row)
-            self.date, self.grid_dtype, self.block = date, grid_dtype, block_size
+            self.date, self.block = date, block_size
             self.tif_next = self.sink.rows_done if self.sink is not None else 0
             self._rows_run = 0
             tiles = list(self.grid)
@@ -711,12 +699,12 @@ class _SceneEmbedding:
             if not self._sink_open:  # the first rows: open with the model's channel count
                 self._sink_open = True
                 self.sink.open(geotiff_profile(
-                    self.cells[1], self.cells[0], strip.shape[0], np.dtype(self.grid_dtype), crs,
+                    self.cells[1], self.cells[0], strip.shape[0], np.dtype("float32"), crs,
                     self.patch_transform, float("nan"), block=self.block,
                 ))
             skip = self.tif_next - top  # rows a resumed GeoTIFF already holds
             if skip < strip.shape[1]:
-                self.sink.write(self.tif_next, strip[:, max(skip, 0):].astype(self.grid_dtype))
+                self.sink.write(self.tif_next, strip[:, max(skip, 0):])
                 self.tif_next = top + strip.shape[1]
 
     def _finish(self) -> dict[str, Path]:
@@ -747,18 +735,28 @@ def embed_scenes(
     inputs: str | Path | Sequence[str | Path],
     output_dir: str | Path,
     *,
+    rank: int = 0,
+    world_size: int = 1,
     scene_inputs: Callable[[Path], dict[str, torch.Tensor]] | None = None,
     **kwargs: Any,
 ) -> list[dict[str, Path]]:
-    """Embed several scenes (a folder, one file or a list) with :func:`embed_scene`.
+    """Embed several scenes (a folder, one file or a list) with :func:`embed_scene`, this
+    process's share of them under data parallelism.
 
     Args:
         model: As in :func:`embed_scene`.
         inputs: A folder of scenes, one scene, or a list of scenes.
         output_dir: Where each scene's outputs go.
+        rank: This process's rank; scene ``i`` (in sorted order) goes to rank ``i % world_size``.
+        world_size: Number of processes sharing the scenes.
         scene_inputs: A scene's ``extra_inputs`` (its dates and location) from its path.
         **kwargs: Settings of :func:`embed_scene`.
+
+    Returns:
+        The outputs of this rank's scenes.
     """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} and world_size={world_size}: need 0 <= rank < world_size.")
     scenes = list_scenes(inputs)
     stems = [s.stem for s in scenes]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
@@ -773,5 +771,5 @@ def embed_scenes(
             extra_inputs=scene_inputs(scene) if scene_inputs is not None else None,
             **kwargs,
         )
-        for scene in scenes
+        for scene in scenes[rank::world_size]
     ]

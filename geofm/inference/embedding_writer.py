@@ -30,13 +30,11 @@ class EmbeddingPredictionWriter(BasePredictionWriter):
 
     Args:
         output_dir: Folder for the outputs (created).
-        grid_dtype: ``"float32"`` or ``"float16"`` grids.
     """
 
-    def __init__(self, output_dir: str | Path, grid_dtype: str = "float32"):
+    def __init__(self, output_dir: str | Path):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
-        self.grid_dtype = grid_dtype
         self._rows: ChipRows | None = None
         self._date_pattern: str | None = None
 
@@ -50,7 +48,6 @@ class EmbeddingPredictionWriter(BasePredictionWriter):
             grid=kind in ("grid", "both"),
             name=f"embeddings{suffix}",
             patches=f"patches{suffix}",
-            grid_dtype=self.grid_dtype,
         )
         self._date_pattern = getattr(getattr(trainer, "datamodule", None), "date_pattern", None)
 

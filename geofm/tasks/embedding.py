@@ -17,6 +17,7 @@ preprocessing; its necks, decoder and head are left out.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -288,7 +289,9 @@ class EmbeddingTask(BaseTask):
                 f"--ckpt_path {ckpt_path}: EmbeddingTask takes a fine-tuned checkpoint as "
                 "model.init_args.ckpt_path (its encoder and preprocessing)."
             )
-        return self.embed_files(datamodule, output_dir, scenes=True, device=device, **settings)
+        # Under torchrun each process takes its share of the scenes, as predictions do.
+        share = {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
+        return self.embed_files(datamodule, output_dir, scenes=True, device=device, **share, **settings)
 
     def prediction_writer(self, output_dir: str | Path) -> Any:
         """The callback ``geofm predict --predict_output_dir`` writes this task's outputs with."""

@@ -265,3 +265,51 @@ def test_task_predict_step_and_encoder_from_a_segmentation_checkpoint(tmp_path):
     np.testing.assert_allclose(out["embedding"], expected.amax(dim=(2, 3)), atol=1e-5)
     with pytest.raises(ValueError, match="keep only model_args.necks"):
         EmbeddingTask(ckpt_path=str(ckpt), model_args={"backbone": "timm_resnet50"})
+
+
+def test_layer_necks_and_pooling_choose_what_is_embedded():
+    from geofm.models.embedder import build_embedder
+
+    x = torch.rand(2, 3, 64, 64)
+    last = build_embedder("timm_resnet18", backbone_in_chans=3).eval()
+    earlier = build_embedder("timm_resnet18", layer=-2, backbone_in_chans=3).eval()
+    with torch.no_grad():
+        assert last(x)["output"].shape == (2, 512, 2, 2)
+        assert earlier(x)["output"].shape == (2, 256, 4, 4)
+    # Prithvi tokens folded here equal the ReshapeTokensToImage neck's maps; cls differs from mean.
+    neck = {"name": "ReshapeTokensToImage", "remove_cls_token": True, "effective_time_dim": 1}
+    models = {}
+    for name, necks, pooling in (("fold", None, "mean"), ("neck", [neck], "mean"), ("cls", None, "cls")):
+        torch.manual_seed(0)
+        models[name] = build_embedder("prithvi_eo_tiny", necks=necks, pooling=pooling, backbone_img_size=32).eval()
+    x = torch.rand(2, 6, 32, 32)
+    with torch.no_grad():
+        out = {name: model(x) for name, model in models.items()}
+        tokens = models["cls"].encoder(x)[-1]
+    np.testing.assert_allclose(out["fold"]["output"], out["neck"]["output"], atol=1e-6)
+    np.testing.assert_allclose(out["fold"]["pooled"], out["fold"]["output"].mean(dim=(2, 3)), atol=1e-6)
+    np.testing.assert_allclose(out["cls"]["pooled"], tokens[:, 0], atol=1e-6)
+    assert not torch.allclose(out["cls"]["pooled"], out["fold"]["pooled"], atol=1e-3)
+
+
+def test_scene_settings_take_effect(tmp_path):
+    data = scene_data(6, 64, 64, seed=6).round()
+    data[:, 16:32, 32:48] = 7.0  # one patch of the value given as input_nodata
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write(scenes / "a.tif", data)
+    write(scenes / "b.tif", scene_data(6, 64, 64, seed=7))
+    task = vit_task(output="grid")
+    out = embed_scene(task, scenes / "a.tif", tmp_path / "out", output="grid", patch_rows=True,
+                      tile_size=32, input_nodata=7.0, progress=False, num_workers=0)
+    with rasterio.open(out["grid"]) as grid:
+        assert grid.dtypes[0] == "float32"
+        values = grid.read()
+    assert np.isnan(values[:, 1, 2]).all() and np.isfinite(np.delete(values.reshape(256, -1), 6, axis=1)).all()
+    assert len(gpd.read_parquet(out["patches"])) == 15
+    from geofm.inference.embedding import embed_scenes
+
+    mine = embed_scenes(task, scenes, tmp_path / "ranks", rank=1, world_size=2, output="pooled",
+                        tile_size=32, progress=False, num_workers=0)
+    assert [p.name for r in mine for p in r.values()] == ["b_tiles.parquet"]
+    assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == ["b_tiles.parquet"]

@@ -6,7 +6,8 @@ section (optional) gives the input files (``predict_data_root``), the band selec
 pattern, exactly as for ``geofm predict``. ``--input`` replaces the predict root, ``--bands``
 selects 1-based bands when the config has no data section.
 
-Chips (default): every file whole, one GeoParquet row each (:func:`~geofm.inference.embedding.embed_chips`).
+Chips (default): every file whole, one GeoParquet row each
+(:func:`~geofm.inference.embedding.embed_chips`).
 ``--scenes``: each file streamed tile by tile (:func:`~geofm.inference.embedding.embed_scenes`).
 """
 
@@ -68,9 +69,12 @@ def embed_from_config(
     if input is not None and not Path(input).exists():
         raise FileNotFoundError(2, "--input does not exist", str(input))
     if not scenes:
-        for flag, value in (("--tile-size", tile_size), ("--overlap", overlap), ("--patch-rows", patch_rows or None)):
-            if value is not None:
-                raise ConfigError(f"{flag} applies to --scenes (streamed tiles); chips are embedded whole.")
+        flags = (("--tile-size", tile_size), ("--overlap", overlap), ("--patch-rows", patch_rows))
+        for flag, value in flags:
+            if value is not None and value is not False:
+                raise ConfigError(
+                    f"{flag} applies to --scenes (streamed tiles); chips are embedded whole."
+                )
         settings: dict[str, Any] = {}
     else:
         settings = {"tile_size": tile_size or 224, "overlap": overlap, "patch_rows": patch_rows}

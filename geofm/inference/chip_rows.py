@@ -36,7 +36,9 @@ def crs_tag(crs: Any) -> str:
     return "crs_" + hashlib.blake2b(str(crs).encode(), digest_size=4).hexdigest()
 
 
-def patch_valid(valid: np.ndarray | None, shape: tuple[int, int], patch: tuple[int, int]) -> np.ndarray:
+def patch_valid(
+    valid: np.ndarray | None, shape: tuple[int, int], patch: tuple[int, int]
+) -> np.ndarray:
     """``(h, w)`` bool: patches of an ``(H, W)`` valid-pixel mask with one valid pixel or more
     (all patches when ``valid`` is ``None``); pixels past the mask count as invalid."""
     h, w = shape
@@ -56,15 +58,15 @@ def write_grid(
     patch: tuple[int, int],
     fingerprint: dict[str, Any],
 ) -> Path:
-    """A ``(D, h, w)`` float32 grid as a GeoTIFF on the patch grid (``transform`` scaled by ``patch``),
-    NaN as nodata, under a temporary name renamed when complete."""
+    """A ``(D, h, w)`` float32 grid as a GeoTIFF on the patch grid (``transform`` scaled by
+    ``patch``), NaN as nodata, under a temporary name renamed when complete."""
     from geofm.inference.writer import GeoTiffSink, geotiff_profile
 
     count, height, width = values.shape
     block = 16 * -(-min(height, width, 256) // 16)  # GeoTIFF blocks are multiples of 16
     profile = geotiff_profile(
-        width, height, count, np.dtype("float32"), crs, transform @ transform.scale(patch[1], patch[0]),
-        float("nan"), block=block,
+        width, height, count, np.dtype("float32"), crs,
+        transform @ transform.scale(patch[1], patch[0]), float("nan"), block=block,
     )
     # Not exclusive: written whole, by one process; an interruption leaves nothing.
     sink = GeoTiffSink(path, width, height, fingerprint=fingerprint, exclusive=False)
@@ -116,7 +118,9 @@ class ChipRows:
         writer = self._writers.get((kind, tag))
         if writer is None:
             path = self.output_dir / f"{self.names[kind]}_{tag}.parquet"  # renamed in finish
-            writer = GeoParquetWriter(path, crs, dim, grid_columns=kind == "patches", fingerprint=self.fingerprint)
+            writer = GeoParquetWriter(
+                path, crs, dim, grid_columns=kind == "patches", fingerprint=self.fingerprint
+            )
             self._writers[(kind, tag)] = writer
         return writer
 
@@ -151,19 +155,21 @@ class ChipRows:
         stem = Path(source).stem
         if self.pooled and pooled is not None:
             geometry = footprints(transform, [0], [0], [height], [width])
-            self._writer("pooled", crs, pooled.shape[0]).write(geometry, pooled[None], str(source), date)
+            writer = self._writer("pooled", crs, pooled.shape[0])
+            writer.write(geometry, pooled[None], str(source), date)
         if not (self.grid and grid is not None):
             return
         if stem in self._stems:
-            raise ValueError(f"Two chips are named '{stem}': their grids {stem}_emb.tif would collide.")
+            raise ValueError(
+                f"Two chips are named '{stem}': their grids {stem}_emb.tif would collide."
+            )
         self._stems.add(stem)
         values = np.array(grid, dtype=np.float32)
         patch = (height // values.shape[1], width // values.shape[2])
         ok = patch_valid(valid, values.shape[1:], patch)
         values[:, ~ok] = np.nan
-        self._grids.append(
-            write_grid(self.output_dir / f"{stem}_emb.tif", values, crs, transform, patch, self.fingerprint)
-        )
+        target = self.output_dir / f"{stem}_emb.tif"
+        self._grids.append(write_grid(target, values, crs, transform, patch, self.fingerprint))
         rows, cols = np.nonzero(ok)
         cells = transform @ transform.scale(patch[1], patch[0])
         self._writer("patches", crs, values.shape[0]).write(

@@ -27,8 +27,8 @@ ViT attends to the whole tile: equal when the chip is the tile). Outputs, in ``o
 
 Memory holds the tiles in flight and one row of tiles' patch rows; it grows with the scene's
 width, never its area. Every file is written under a temporary name and renamed when
-complete. ``resume=True`` continues an interrupted run with the same input, model and
-settings: the GeoTIFF resumes as streamed predictions do (:class:`~geofm.inference.writer.GeoTiffSink`,
+complete. ``resume=True`` continues an interrupted run with the same input, model and settings:
+the GeoTIFF resumes as streamed predictions do (:class:`~geofm.inference.writer.GeoTiffSink`,
 its lock and sidecar) and the GeoParquet rows of each finished row of tiles are kept as part
 files; a scene whose outputs are all finished with those settings is skipped.
 """
@@ -94,7 +94,9 @@ def as_embedding_predictor(model: Any) -> Predictor:
     )
 
 
-def _run(predictor: Predictor, batch: torch.Tensor, extra: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(
+    predictor: Predictor, batch: torch.Tensor, extra: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
         out = predictor.outputs(batch, **repeat_extra(extra, batch.shape[0]))
     if not isinstance(out, dict) or "pooled" not in out:
@@ -114,7 +116,8 @@ def expected_bands(predictor: Predictor) -> tuple[int, str] | None:
     if isinstance(root, nn.Module):
         for module in root.modules():
             if isinstance(module, nn.modules.conv._ConvNd):
-                return module.in_channels, f"the model's first layer takes {module.in_channels} bands"
+                channels = module.in_channels
+                return channels, f"the model's first layer takes {channels} bands"
     return None
 
 
@@ -196,7 +199,9 @@ def plan_patch_tiles(
     )
 
 
-def owned_ranges(offsets: Sequence[int], tile: int, patch: int, cells: int) -> list[tuple[int, int]]:
+def owned_ranges(
+    offsets: Sequence[int], tile: int, patch: int, cells: int
+) -> list[tuple[int, int]]:
     """The grid cells each tile owns along an axis: ``[(start, stop)]`` in patch units.
 
     Neighbouring tiles split their overlap at its middle, so each cell comes from the tile
@@ -224,7 +229,8 @@ def file_date(path: str | Path, pattern: str | None = None) -> dt.date | None:
         found = find_dates([path], pattern)[0]
         dates = found[0] if found else []
     else:  # file by file, quietly: chips of one folder may name dates differently
-        dates = next((d for c in DEFAULT_DATE_PATTERNS if (d := DatePattern(c).search(path.name))), [])
+        searches = (DatePattern(c).search(path.name) for c in DEFAULT_DATE_PATTERNS)
+        dates = next((d for d in searches if d), [])
         if not dates:
             found = find_dates([path], "tags")[0]
             dates = found[0] if found else []
@@ -352,7 +358,9 @@ def embed_chips(
     stems = [p.stem for p in files]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates and output != "pooled":
-        raise ValueError(f"Chips {duplicates} share a name; their grids in {output_dir} would collide.")
+        raise ValueError(
+            f"Chips {duplicates} share a name; their grids in {output_dir} would collide."
+        )
     tags = [crs_tag(h[0]) for h in headers]
     pooled, grid = output in ("pooled", "both"), output in ("grid", "both")
     fingerprint = {
@@ -362,9 +370,10 @@ def embed_chips(
         "output": output,
         "date_pattern": date_pattern,
     }
-    targets = [output_dir / ChipRows.file_name(name, tags, t) for t in sorted(set(tags))] if pooled else []
+    kinds = ([name] if pooled else []) + (["patches"] if grid else [])
+    crss = sorted(set(tags))
+    targets = [output_dir / ChipRows.file_name(n, tags, t) for n in kinds for t in crss]
     if grid:
-        targets += [output_dir / ChipRows.file_name("patches", tags, t) for t in sorted(set(tags))]
         targets += [output_dir / f"{p.stem}_emb.tif" for p in files]
     if resume and all(_finished(t, fingerprint) for t in targets):
         log.info("Chip embeddings in %s are complete with these settings; skipping.", output_dir)
@@ -396,7 +405,8 @@ def embed_chips(
             height, width = header[2], header[3]
             with RasterTileSource(path, bands, num_workers=0, cache_rows=height) as source:
                 data = source.read(Tile(0, 0, 0, 0, 0, height, width))
-            if pending and (pending[0][2].image.shape != data.image.shape or len(pending) == batch_size):
+            other_size = pending and pending[0][2].image.shape != data.image.shape
+            if other_size or len(pending) == batch_size:
                 flush()
             pending.append((path, header, data))
         flush()
@@ -476,11 +486,15 @@ def embed_scene(
     """
     _check_outputs(output)
     if patch_rows and output == "pooled":
-        raise ValueError("patch_rows writes one row per patch of the grid: use output 'grid' or 'both'.")
+        raise ValueError(
+            "patch_rows writes one row per patch of the grid: use output 'grid' or 'both'."
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1.")
     if block_size < 16 or block_size % 16:
-        raise ValueError(f"block_size={block_size} must be a positive multiple of 16 (GeoTIFF tiles).")
+        raise ValueError(
+            f"block_size={block_size} must be a positive multiple of 16 (GeoTIFF tiles)."
+        )
     predictor = as_embedding_predictor(model)
     device = torch.device(device)
     for module in (predictor.model, predictor.preprocess):
@@ -497,7 +511,8 @@ def embed_scene(
             paths["patches"] = output_dir / f"{stem}_patches.parquet"
     tile = resolve_tile_args(tile_size, overlap if overlap is not None else 0, None)[0]
     extra = {k: v.to(device) for k, v in (extra_inputs or {}).items()}
-    with RasterTileSource(input_path, bands, num_workers, None, tile[0], nodata=input_nodata) as source:
+    source = RasterTileSource(input_path, bands, num_workers, None, tile[0], nodata=input_nodata)
+    with source:
         check_bands(predictor, input_path, len(source.bands), bands)
         patch = feature_stride(predictor, len(source.bands), tile, device, extra)
         grid = plan_patch_tiles(source.height, source.width, tile_size, overlap, patch)
@@ -594,14 +609,16 @@ class _SceneEmbedding:
                 self.locks.append(lock)
         try:
             rows_total = self.grid.shape[0]
-            start = self._parts_done(resume) if ("tiles" in self.paths or "patches" in self.paths) else rows_total
+            rows_parts = "tiles" in self.paths or "patches" in self.paths
+            start = self._parts_done(resume) if rows_parts else rows_total
             if "grid" in self.paths:
                 self.sink = GeoTiffSink(
                     self.paths["grid"], self.cells[1], self.cells[0], self.fingerprint,
                     resume=resume, checkpoint_seconds=checkpoint_seconds,
                 )
+                done = self.sink.rows_done
                 tif_row = next(
-                    (i for i, (_, stop) in enumerate(self.own_rows) if stop > self.sink.rows_done), rows_total
+                    (i for i, (_, stop) in enumerate(self.own_rows) if stop > done), rows_total
                 )
                 start = min(start, tif_row)
             self.date, self.block = date, block_size
@@ -631,7 +648,8 @@ class _SceneEmbedding:
                 bar.close()
                 for future in pending:
                     future.cancel()
-            log.info("%s: %d tiles in %.1f s.", self.source.path, len(tiles) - first, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            log.info("%s: %d tiles in %.1f s.", self.source.path, len(tiles) - first, seconds)
             return self._finish()
         finally:
             if self.sink is not None:
@@ -653,7 +671,8 @@ class _SceneEmbedding:
             r0, r1 = self.own_rows[tile.grid_row]
             state.update(tiles=[], strip=None, valid=np.zeros((r1 - r0, self.cells[1]), dtype=bool))
             if "grid" in self.paths:
-                state["strip"] = np.full((values.shape[0], r1 - r0, self.cells[1]), np.nan, dtype=np.float32)
+                shape = (values.shape[0], r1 - r0, self.cells[1])
+                state["strip"] = np.full(shape, np.nan, dtype=np.float32)
         valid = _tile_valid(data, self.grid.height, self.grid.width)
         if valid.any():
             state["tiles"].append((tile, vector))
@@ -663,7 +682,8 @@ class _SceneEmbedding:
             top, left = tile.row // self.patch[0], tile.col // self.patch[1]
             cells = np.s_[r0 - top : r1 - top, c0 - left : c1 - left]
             patch_valid = _patch_valid(valid, self.patch)[cells]
-            state["strip"][:, :, c0:c1] = np.where(patch_valid, values[(slice(None), *cells)], np.nan)
+            mine = values[(slice(None), *cells)]
+            state["strip"][:, :, c0:c1] = np.where(patch_valid, mine, np.nan)
             state["valid"][:, c0:c1] = patch_valid
         if tile.grid_col == self.grid.shape[1] - 1:
             self._end_row(tile.grid_row, vector.shape[0])
@@ -673,9 +693,11 @@ class _SceneEmbedding:
         state, self._row_state = self._row_state, {}
         crs, name = self.source.crs, str(self.source.path)
         if "tiles" in self.paths:
-            with GeoParquetWriter(self._part("tiles", grid_row), crs, dim, grid_columns=True) as part:
+            part_path = self._part("tiles", grid_row)
+            with GeoParquetWriter(part_path, crs, dim, grid_columns=True) as part:
                 if state["tiles"]:
-                    inside = [t.inside(self.grid.height, self.grid.width) for t, _ in state["tiles"]]
+                    size = (self.grid.height, self.grid.width)
+                    inside = [t.inside(*size) for t, _ in state["tiles"]]
                     r0, r1, c0, c1 = (np.array(v) for v in zip(*inside, strict=True))
                     part.write(
                         footprints(self.transform, r0, c0, r1 - r0, c1 - c0),
@@ -687,10 +709,12 @@ class _SceneEmbedding:
         top = self.own_rows[grid_row][0]
         if "patches" in self.paths:
             rows, cols = np.nonzero(state["valid"])
-            with GeoParquetWriter(self._part("patches", grid_row), crs, dim, grid_columns=True) as part:
+            part_path = self._part("patches", grid_row)
+            with GeoParquetWriter(part_path, crs, dim, grid_columns=True) as part:
                 if rows.size:
+                    ones = np.ones_like(rows)
                     part.write(
-                        footprints(self.patch_transform, rows + top, cols, np.ones_like(rows), np.ones_like(cols)),
+                        footprints(self.patch_transform, rows + top, cols, ones, ones),
                         state["strip"][:, rows, cols].T,
                         name, self.date, rows + top, cols,
                     )
@@ -714,7 +738,10 @@ class _SceneEmbedding:
             if kind not in self.paths:
                 continue
             dim = _part_dim(self._part(kind, 0))
-            with GeoParquetWriter(self.paths[kind], crs, dim, grid_columns=True, fingerprint=self.fingerprint) as out:
+            out = GeoParquetWriter(
+                self.paths[kind], crs, dim, grid_columns=True, fingerprint=self.fingerprint
+            )
+            with out:
                 for grid_row in range(rows):
                     out.append_file(self._part(kind, grid_row))
         if self.sink is not None:
@@ -761,7 +788,9 @@ def embed_scenes(
     stems = [s.stem for s in scenes]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise ValueError(f"Scenes {duplicates} share a name; their outputs in {output_dir} would collide.")
+        raise ValueError(
+            f"Scenes {duplicates} share a name; their outputs in {output_dir} would collide."
+        )
     predictor = as_embedding_predictor(model)
     if kwargs.get("model_id") is None and scenes:
         kwargs["model_id"] = model_fingerprint(predictor)  # hash the weights once

@@ -62,7 +62,8 @@ class EmbeddingPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         assert self._rows is not None
-        missing = [k for k in ("filename", "crs", "transform", "height", "width") if k not in prediction]
+        keys = ("filename", "crs", "transform", "height", "width")
+        missing = [k for k in keys if k not in prediction]
         if missing:
             raise KeyError(
                 f"predict_step output lacks {missing}: embedding rows need each chip's file and "

@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FINGERPRINT_KEY", "GeoParquetWriter", "footprints", "read_fingerprint", "vector_modules"]
+__all__ = [
+    "FINGERPRINT_KEY",
+    "GeoParquetWriter",
+    "footprints",
+    "read_fingerprint",
+    "vector_modules",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +60,19 @@ def _projjson(crs: Any) -> dict[str, Any] | None:
     try:
         from pyproj import CRS
     except ImportError as err:
-        raise ImportError(f"Writing GeoParquet needs pyproj ({err}): pip install 'geofm[vector]'.") from err
+        raise ImportError(
+            f"Writing GeoParquet needs pyproj ({err}): pip install 'geofm[vector]'."
+        ) from err
     text = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
     return CRS.from_user_input(text).to_json_dict()
 
 
 def footprints(
-    transform: Sequence[float], rows: np.ndarray, cols: np.ndarray, heights: np.ndarray, widths: np.ndarray
+    transform: Sequence[float],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
 ) -> np.ndarray:
     """WKB polygons of pixel windows in a raster's CRS (exact for rotated transforms too).
 
@@ -109,7 +121,9 @@ class GeoParquetWriter:
         pa, pq, _ = vector_modules()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+        # Unique per process, as GeoTIFF outputs' temporary files.
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.temp = self.path.with_name(f".{self.path.name}.{token}.partial")
         self.dim = int(dim)
         self.grid_columns = grid_columns
         fields = [
@@ -124,7 +138,11 @@ class GeoParquetWriter:
             "version": "1.1.0",
             "primary_column": "geometry",
             "columns": {
-                "geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": _projjson(crs)}
+                "geometry": {
+                    "encoding": "WKB",
+                    "geometry_types": ["Polygon"],
+                    "crs": _projjson(crs),
+                }
             },
         }
         metadata = {b"geo": json.dumps(geo).encode()}
@@ -166,8 +184,13 @@ class GeoParquetWriter:
         n = len(geometry)
         vectors = np.ascontiguousarray(embedding, dtype=np.float32)
         if vectors.shape != (n, self.dim):
-            raise ValueError(f"embedding of shape {vectors.shape} for {n} rows of length {self.dim}.")
-        sources = [str(source)] * n if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
+            raise ValueError(
+                f"embedding of shape {vectors.shape} for {n} rows of length {self.dim}."
+            )
+        if isinstance(source, (str, os.PathLike)):
+            sources = [str(source)] * n
+        else:
+            sources = [str(s) for s in source]
         dates = list(date) if isinstance(date, (list, tuple)) else [date] * n
         columns = [
             pa.array(list(geometry), pa.binary()),

@@ -41,7 +41,9 @@ EMBEDDING_OUTPUTS: tuple[str, ...] = ("pooled", "grid", "both")
 _ENCODER_KEYS = ("backbone",)
 
 
-def _checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def _checkpoint_parts(
+    path: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """The backbone arguments, encoder weights and preprocessing state of a task checkpoint.
 
     Raises:
@@ -55,7 +57,10 @@ def _checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
     hparams = checkpoint.get("hyper_parameters") or {}
     args = dict(hparams.get("model_args") or {})
     state = checkpoint.get("state_dict") or {}
-    encoder = {k.removeprefix("model.encoder."): v for k, v in state.items() if k.startswith("model.encoder.")}
+    def part(prefix: str) -> dict[str, Any]:
+        return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    encoder = part("model.encoder.")
     if "backbone" not in args or not encoder:
         raise CheckpointError(
             f"ckpt_path '{path}' is not a geofm task checkpoint with a backbone (model_args "
@@ -69,8 +74,7 @@ def _checkpoint_parts(path: str | Path) -> tuple[dict[str, Any], dict[str, torch
         # The weights come from the checkpoint: never look for pretrained files.
         and k not in ("backbone_pretrained", "backbone_ckpt_path")
     }
-    preprocess = {k.removeprefix("preprocess."): v for k, v in state.items() if k.startswith("preprocess.")}
-    return backbone_args, encoder, preprocess
+    return backbone_args, encoder, part("preprocess.")
 
 
 class EmbeddingTask(BaseTask):
@@ -112,7 +116,9 @@ class EmbeddingTask(BaseTask):
         stds: list[float] | None = None,
     ) -> None:
         if pooling not in POOLINGS:
-            raise ValueError(f"model.init_args.pooling={pooling!r}; choose one of {list(POOLINGS)}.")
+            raise ValueError(
+                f"model.init_args.pooling={pooling!r}; choose one of {list(POOLINGS)}."
+            )
         if output not in EMBEDDING_OUTPUTS:
             raise ValueError(
                 f"model.init_args.output={output!r}; choose one of {list(EMBEDDING_OUTPUTS)}."
@@ -134,7 +140,9 @@ class EmbeddingTask(BaseTask):
                 "EmbeddingTask needs model_args.backbone (e.g. prithvi_eo_v2_300 or "
                 "timm_resnet50) or ckpt_path (a geofm checkpoint of another task)."
             )
-        super().__init__(model_factory="EncoderDecoderFactory", model_args=model_args, means=means, stds=stds)
+        super().__init__(
+            model_factory="EncoderDecoderFactory", model_args=model_args, means=means, stds=stds
+        )
         if self._checkpoint_state is not None:
             encoder_state, preprocess_state = self._checkpoint_state
             self.model.encoder.load_state_dict(encoder_state)
@@ -193,7 +201,9 @@ class EmbeddingTask(BaseTask):
         """``{"output": (B, D, h, w), "pooled": (B, D)}`` for raw ``image`` ``(B, C, H, W)``."""
         return self.predictor.outputs(image, **extra)
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         """``embedding`` ``(B, D)`` and/or ``grid`` ``(B, D, h, w)`` (by ``output``), plus every
         batch key other than inputs and targets (``filename``, ``crs``, ``transform``...)."""
         self._check_batch(batch)
@@ -264,11 +274,17 @@ class EmbeddingTask(BaseTask):
         date_pattern = getattr(datamodule, "date_pattern", None)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         inputs = file_inputs(self.predictor.extra_inputs, date_pattern)
-        common = {"output": self.output_kind, "bands": bands, "device": device, "date_pattern": date_pattern}
+        common = {
+            "output": self.output_kind,
+            "bands": bands,
+            "device": device,
+            "date_pattern": date_pattern,
+            **settings,
+        }
         if scenes:
-            results = embed_scenes(self, files, output_dir, scene_inputs=inputs, **common, **settings)
+            results = embed_scenes(self, files, output_dir, scene_inputs=inputs, **common)
             return [path for result in results for path in result.values()]
-        return embed_chips(self, files, output_dir, chip_inputs=inputs, **common, **settings)
+        return embed_chips(self, files, output_dir, chip_inputs=inputs, **common)
 
     def stream_scenes(
         self,
@@ -290,8 +306,13 @@ class EmbeddingTask(BaseTask):
                 "model.init_args.ckpt_path (its encoder and preprocessing)."
             )
         # Under torchrun each process takes its share of the scenes, as predictions do.
-        share = {"rank": int(os.environ.get("RANK", 0)), "world_size": int(os.environ.get("WORLD_SIZE", 1))}
-        return self.embed_files(datamodule, output_dir, scenes=True, device=device, **share, **settings)
+        share = {
+            "rank": int(os.environ.get("RANK", 0)),
+            "world_size": int(os.environ.get("WORLD_SIZE", 1)),
+        }
+        return self.embed_files(
+            datamodule, output_dir, scenes=True, device=device, **share, **settings
+        )
 
     def prediction_writer(self, output_dir: str | Path) -> Any:
         """The callback ``geofm predict --predict_output_dir`` writes this task's outputs with."""
@@ -303,13 +324,17 @@ class EmbeddingTask(BaseTask):
     def target(self, batch: Mapping[str, Any]) -> torch.Tensor:
         raise ValueError("EmbeddingTask has no target.")
 
-    def metric_inputs(self, prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def metric_inputs(
+        self, prediction: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("EmbeddingTask has no metrics.")
 
     def decode(self, prediction: torch.Tensor) -> torch.Tensor:
         return prediction
 
-    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prediction_outputs(
+        self, logits: torch.Tensor, probabilities: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         raise ValueError("EmbeddingTask predicts through predict_step.")
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:

@@ -24,6 +24,9 @@ _LAZY: dict[str, str] = {
     "list_scenes": "geofm.inference.streaming",
     "default_tile_size": "geofm.inference.streaming",
     "OnnxRuntimeModel": "geofm.inference.onnx_engine",
+    "embed_chips": "geofm.inference.embedding",
+    "embed_scene": "geofm.inference.embedding",
+    "embed_scenes": "geofm.inference.embedding",
 }
 
 __all__ = sorted(_LAZY)

@@ -107,6 +107,10 @@ class ChipRows:
         self._writers: dict[tuple[str, str], GeoParquetWriter] = {}
         self._grids: list[Path] = []
         self._stems: set[str] = set()
+        #: Pixels per grid cell ``(p_h, p_w)``, the model's stride (see
+        #: :func:`~geofm.inference.embedding.feature_stride`); ``None``: each chip's size over
+        #: its grid's.
+        self.stride: tuple[int, int] | None = None
 
     @staticmethod
     def file_name(stem: str, tags: Iterable[str], tag: str) -> str:
@@ -165,7 +169,16 @@ class ChipRows:
             )
         self._stems.add(stem)
         values = np.array(grid, dtype=np.float32)
-        patch = (height // values.shape[1], width // values.shape[2])
+        cells = values.shape[1:]
+        patch = self.stride or (height // cells[0], width // cells[1])
+        if (cells[0] * patch[0], cells[1] * patch[1]) != (height, width):
+            # A footprint per patch needs the chip to be whole cells of the model's stride.
+            raise ValueError(
+                f"'{source}' ({height} x {width} pixels) gives a {cells[0]} x {cells[1]} "
+                f"feature grid of {patch[0]} x {patch[1]}-pixel cells, which does not cover it: "
+                "grid output needs chip sides that are multiples of the model's patch size "
+                "(stride); crop or pad the chips, or use output 'pooled'."
+            )
         ok = patch_valid(valid, values.shape[1:], patch)
         values[:, ~ok] = np.nan
         target = self.output_dir / f"{stem}_emb.tif"

@@ -382,6 +382,9 @@ def embed_chips(
         if isinstance(module, nn.Module):
             module.to(device).eval()
     rows = ChipRows(output_dir, pooled, grid, name=name, fingerprint=fingerprint)
+    if grid:  # the model's stride, from a size every common patch and stride divides
+        channels = len(bands) if bands is not None else headers[0][4]
+        rows.stride = feature_stride(predictor, channels, (224, 224), device)
     pending: list[tuple[Path, Any, TileData]] = []
 
     def flush() -> None:

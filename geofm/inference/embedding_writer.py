@@ -70,6 +70,13 @@ class EmbeddingPredictionWriter(BasePredictionWriter):
                 "grid (geofm datamodules give them)."
             )
         pooled, grid = prediction.get("embedding"), prediction.get("grid")
+        if grid is not None and self._rows.stride is None:  # the model's stride, once
+            from geofm.inference.embedding import feature_stride
+
+            image = batch["image"]
+            self._rows.stride = feature_stride(
+                pl_module.predictor, image.shape[1], (224, 224), image.device
+            )
         masks = prediction.get("nodata_mask")
         for i, filename in enumerate(prediction["filename"]):
             crs, transform = _grid(prediction["crs"][i], prediction["transform"][i])

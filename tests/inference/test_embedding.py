@@ -236,6 +236,10 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         embed_scene(task, folder / "a.tif", tmp_path / "out", tile_size=64, overlap=8, progress=False)
     with pytest.raises(ValueError, match="class token"):
         embed_chips(cnn_task(1, pooling="cls"), tmp_path / "chips" / "b.tif", tmp_path / "out")
+    write(tmp_path / "odd.tif", scene_data(6, 40, 48))
+    with pytest.raises(ValueError, match=r"odd.tif' \(40 x 48 pixels\) gives a 2 x 3 feature grid"):
+        embed_chips(task, tmp_path / "odd.tif", tmp_path / "out", output="grid")
+    assert not (tmp_path / "out" / "odd_emb.tif").exists()
     with pytest.raises(ValueError, match="predicts only"):
         task.setup("fit")
 

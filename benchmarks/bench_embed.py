@@ -24,15 +24,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LANDSAT = HERE.parent / ".." / "shared" / "data" / "landsat8_scene" / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+SCENE = "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+LANDSAT = HERE.parent / ".." / "shared" / "data" / "landsat8_scene" / SCENE
 
 
 def _landsat() -> Path:
-    for base in (HERE.parent.parent, HERE.parent.parent.parent):  # beside the checkout or a level up
+    # ../shared beside the checkout, or a level up (a worktree in a folder of worktrees).
+    for base in (HERE.parent.parent, HERE.parent.parent.parent):
         path = base / "shared" / "data" / "landsat8_scene" / LANDSAT.name
         if path.is_file():
             return path
-    raise SystemExit(f"Landsat scene not found at {LANDSAT}: check out ../shared beside the repository.")
+    raise SystemExit(
+        f"Landsat scene not found at {LANDSAT}: check out ../shared beside the repository."
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -80,7 +84,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the scene only, no mosaic")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--layer", type=int, default=-1, help="ResNet-18 feature level (-1: stride 32, 512-D)")
+    parser.add_argument(
+        "--layer", type=int, default=-1, help="ResNet-18 feature level (-1: stride 32, 512-D)"
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--case", nargs=2, metavar=("SCENE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -98,14 +104,19 @@ def main() -> None:
             mosaic = Path(tmp) / "mosaic_4096.tif"
             bench_inference.build_mosaic(4096, mosaic)
             scenes.append(mosaic)
-        print(f"timm_resnet18 layer {args.layer}, tile {args.tile}, overlap {args.overlap}, batch {args.batch}, "
-              f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+        print(
+            f"timm_resnet18 layer {args.layer}, tile {args.tile}, overlap {args.overlap}, "
+            f"batch {args.batch}, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}"
+        )
         for scene in scenes:
-            command = [sys.executable, __file__, "--case", str(scene), str(Path(tmp) / scene.stem),
-                       "--tile", str(args.tile), "--overlap", str(args.overlap), "--layer", str(args.layer),
-                       "--batch", str(args.batch)]
+            command = [
+                sys.executable, __file__, "--case", str(scene), str(Path(tmp) / scene.stem),
+                "--tile", str(args.tile), "--overlap", str(args.overlap),
+                "--layer", str(args.layer), "--batch", str(args.batch),
+            ]
             # This checkout's geofm, not an installed one.
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+            paths = [str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
             result = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             figures = json.loads(result.stdout.strip().splitlines()[-1])
             print("  ".join(f"{k}={v}" for k, v in figures.items()))

@@ -42,14 +42,17 @@ def scene_data(bands: int, height: int, width: int, seed: int = 0) -> np.ndarray
 
 def vit_task(**kwargs) -> EmbeddingTask:
     torch.manual_seed(0)
-    task = EmbeddingTask(model_args={"backbone": "prithvi_eo_tiny", "backbone_img_size": 64}, **kwargs)
+    args = {"backbone": "prithvi_eo_tiny", "backbone_img_size": 64}
+    task = EmbeddingTask(model_args=args, **kwargs)
     task.configure_preprocess(None)  # the backbone's pretraining statistics
     return task
 
 
 def cnn_task(out_index: int, **kwargs) -> EmbeddingTask:
     torch.manual_seed(0)
-    args = {"backbone": "timm_resnet18", "backbone_in_chans": 3, "backbone_out_indices": [out_index]}
+    args = {
+        "backbone": "timm_resnet18", "backbone_in_chans": 3, "backbone_out_indices": [out_index]
+    }
     task = EmbeddingTask(model_args=args, **kwargs)
     task.configure_preprocess(None)
     return task
@@ -74,7 +77,9 @@ def test_chip_alone_equals_its_tile_in_a_scene_vit(tmp_path):
     (tmp_path / "chips").mkdir()
     write(tmp_path / "chips" / "chip.tif", data[:, row:row + 64, col:col + 64],
           transform=TRANSFORM @ Affine.translation(col, row))
-    chip_out = embed_chips(task, tmp_path / "chips", tmp_path / "chip_out", output="both", batch_size=1)
+    chip_out = embed_chips(
+        task, tmp_path / "chips", tmp_path / "chip_out", output="both", batch_size=1
+    )
     chip_rows = gpd.read_parquet(tmp_path / "chip_out" / "embeddings.parquet")
     tiles = gpd.read_parquet(out["tiles"])
     assert len(tiles) == len(grid)
@@ -115,7 +120,8 @@ def test_cnn_patches_away_from_edges_match_a_chip_anywhere(tmp_path):
     # own edges are 2 or more cells away too (overlap 16 px: 4 cells on each side of a cut).
     inner = np.s_[:, 2:-2, 2:-2]
     r0, c0 = row // 2, col // 2
-    np.testing.assert_allclose(scene_grid[:, r0:r0 + 20, c0:c0 + 20][inner], chip_grid[inner], atol=1e-5)
+    same_place = scene_grid[:, r0:r0 + 20, c0:c0 + 20]
+    np.testing.assert_allclose(same_place[inner], chip_grid[inner], atol=1e-5)
     # ...and near the chip's edge the zero padding makes them differ: the check can fail.
     assert not np.allclose(scene_grid[:, r0, c0:c0 + 20], chip_grid[:, 0], atol=1e-5)
 
@@ -134,7 +140,8 @@ def test_geoparquet_and_grid_describe_the_chips(tmp_path):
     assert len(rows) == 2 and rows.crs.to_epsg() == 32614
     assert rows["date"].tolist() == [dt.date(2021, 3, 4), dt.date(2021, 3, 5)]
     assert {len(v) for v in rows["embedding"]} == {task.model.encoder.out_channels[-1]}
-    for (_, row), name in zip(rows.iterrows(), ["a_2021-03-04.tif", "b_2021-03-05.tif"], strict=True):
+    names = ["a_2021-03-04.tif", "b_2021-03-05.tif"]
+    for (_, row), name in zip(rows.iterrows(), names, strict=True):
         with rasterio.open(folder / name) as src:
             assert row.geometry.bounds == pytest.approx(tuple(src.bounds))
         assert Path(row["source"]).name == name
@@ -158,7 +165,9 @@ def test_chips_in_two_crs_go_to_one_file_per_crs(tmp_path):
     write(folder / "a.tif", scene_data(6, 32, 32))
     write(folder / "b.tif", scene_data(6, 32, 32, seed=2), crs="EPSG:32615")
     written = embed_chips(vit_task(), folder, tmp_path / "out")
-    assert sorted(p.name for p in written) == ["embeddings_EPSG_32614.parquet", "embeddings_EPSG_32615.parquet"]
+    assert sorted(p.name for p in written) == [
+        "embeddings_EPSG_32614.parquet", "embeddings_EPSG_32615.parquet"
+    ]
     for code in (32614, 32615):
         rows = gpd.read_parquet(tmp_path / "out" / f"embeddings_EPSG_{code}.parquet")
         assert len(rows) == 1 and rows.crs.to_epsg() == code
@@ -167,7 +176,8 @@ def test_chips_in_two_crs_go_to_one_file_per_crs(tmp_path):
         "a_emb.tif", "b_emb.tif", "patches_EPSG_32614.parquet", "patches_EPSG_32615.parquet"
     ]
     for code in (32614, 32615):
-        assert gpd.read_parquet(tmp_path / "out2" / f"patches_EPSG_{code}.parquet").crs.to_epsg() == code
+        patches = gpd.read_parquet(tmp_path / "out2" / f"patches_EPSG_{code}.parquet")
+        assert patches.crs.to_epsg() == code
 
 
 class _Counter:
@@ -186,8 +196,10 @@ class _Counter:
 def test_resume_skips_finished_scene_and_continues_a_partial_one(tmp_path):
     scene = write(tmp_path / "scene.tif", scene_data(3, 128, 128, seed=4))
     task = cnn_task(1, output="both")  # stride 4: a 32 x 32 grid
-    settings = {"output": "both", "patch_rows": True, "tile_size": 32, "overlap": 0, "batch_size": 1,
-                "num_workers": 0, "progress": False, "block_size": 16, "checkpoint_seconds": 0}
+    settings = {
+        "output": "both", "patch_rows": True, "tile_size": 32, "overlap": 0, "batch_size": 1,
+        "num_workers": 0, "progress": False, "block_size": 16, "checkpoint_seconds": 0,
+    }
     full = embed_scene(task, scene, tmp_path / "full", **settings)
     counter = _Counter(task.model.encoder)
     again = embed_scene(task, scene, tmp_path / "full", resume=True, **settings)
@@ -199,7 +211,8 @@ def test_resume_skips_finished_scene_and_continues_a_partial_one(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed_scene(task, scene, tmp_path / "part", **settings)
     counter.handle.remove()
-    assert not any(p.exists() for p in (tmp_path / "part" / "scene_emb.tif", tmp_path / "part" / "scene_tiles.parquet"))
+    finals = ("scene_emb.tif", "scene_tiles.parquet", "scene_patches.parquet")
+    assert not any((tmp_path / "part" / name).exists() for name in finals)
     counter = _Counter(task.model.encoder)
     resumed = embed_scene(task, scene, tmp_path / "part", resume=True, **settings)
     counter.handle.remove()
@@ -209,7 +222,8 @@ def test_resume_skips_finished_scene_and_continues_a_partial_one(tmp_path):
         a, b = gpd.read_parquet(resumed[kind]), gpd.read_parquet(full[kind])
         assert len(a) == len(b)
         np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
-    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == sorted(p.name for p in full.values())
+    left = sorted(p.name for p in (tmp_path / "part").iterdir())
+    assert left == sorted(p.name for p in full.values())  # no parts, sidecars or locks
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
@@ -231,9 +245,13 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"b.tif' gives the model 3 bands .* has 6 bands"):
         embed_chips(task, folder / "b.tif", tmp_path / "out")
     with pytest.raises(ValueError, match=r"a.tif' gives the model 2 bands \(bands \[1, 2\]\)"):
-        embed_scene(task, folder / "a.tif", tmp_path / "out", bands=[1, 2], tile_size=32, progress=False)
+        embed_scene(
+            task, folder / "a.tif", tmp_path / "out", bands=[1, 2], tile_size=32, progress=False
+        )
     with pytest.raises(ValueError, match="multiples of the feature stride 16"):
-        embed_scene(task, folder / "a.tif", tmp_path / "out", tile_size=64, overlap=8, progress=False)
+        embed_scene(
+            task, folder / "a.tif", tmp_path / "out", tile_size=64, overlap=8, progress=False
+        )
     with pytest.raises(ValueError, match="class token"):
         embed_chips(cnn_task(1, pooling="cls"), tmp_path / "chips" / "b.tif", tmp_path / "out")
     write(tmp_path / "odd.tif", scene_data(6, 40, 48))
@@ -249,7 +267,10 @@ def test_task_predict_step_and_encoder_from_a_segmentation_checkpoint(tmp_path):
 
     torch.manual_seed(1)
     seg = SemanticSegmentationTask(
-        model_args={"backbone": "timm_resnet18", "backbone_in_chans": 3, "decoder": "smp_Unet", "num_classes": 2},
+        model_args={
+            "backbone": "timm_resnet18", "backbone_in_chans": 3, "decoder": "smp_Unet",
+            "num_classes": 2,
+        },
         means=[1.0, 2.0, 3.0], stds=[2.0, 2.0, 2.0],
     )
     ckpt = tmp_path / "seg.ckpt"
@@ -283,15 +304,18 @@ def test_layer_necks_and_pooling_choose_what_is_embedded():
     # Prithvi tokens folded here equal the ReshapeTokensToImage neck's maps; cls differs from mean.
     neck = {"name": "ReshapeTokensToImage", "remove_cls_token": True, "effective_time_dim": 1}
     models = {}
-    for name, necks, pooling in (("fold", None, "mean"), ("neck", [neck], "mean"), ("cls", None, "cls")):
+    variants = (("fold", None, "mean"), ("neck", [neck], "mean"), ("cls", None, "cls"))
+    for name, necks, pooling in variants:
         torch.manual_seed(0)
-        models[name] = build_embedder("prithvi_eo_tiny", necks=necks, pooling=pooling, backbone_img_size=32).eval()
+        model = build_embedder("prithvi_eo_tiny", necks, pooling=pooling, backbone_img_size=32)
+        models[name] = model.eval()
     x = torch.rand(2, 6, 32, 32)
     with torch.no_grad():
         out = {name: model(x) for name, model in models.items()}
         tokens = models["cls"].encoder(x)[-1]
     np.testing.assert_allclose(out["fold"]["output"], out["neck"]["output"], atol=1e-6)
-    np.testing.assert_allclose(out["fold"]["pooled"], out["fold"]["output"].mean(dim=(2, 3)), atol=1e-6)
+    mean = out["fold"]["output"].mean(dim=(2, 3))
+    np.testing.assert_allclose(out["fold"]["pooled"], mean, atol=1e-6)
     np.testing.assert_allclose(out["cls"]["pooled"], tokens[:, 0], atol=1e-6)
     assert not torch.allclose(out["cls"]["pooled"], out["fold"]["pooled"], atol=1e-3)
 
@@ -309,7 +333,8 @@ def test_scene_settings_take_effect(tmp_path):
     with rasterio.open(out["grid"]) as grid:
         assert grid.dtypes[0] == "float32"
         values = grid.read()
-    assert np.isnan(values[:, 1, 2]).all() and np.isfinite(np.delete(values.reshape(256, -1), 6, axis=1)).all()
+    others = np.delete(values.reshape(256, -1), 1 * 4 + 2, axis=1)  # every patch but (1, 2)
+    assert np.isnan(values[:, 1, 2]).all() and np.isfinite(others).all()
     assert len(gpd.read_parquet(out["patches"])) == 15
     from geofm.inference.embedding import embed_scenes
 

@@ -65,10 +65,10 @@ def test_embed_errors_are_one_line(tmp_path, capsys):
     chips = tmp_path / "chips"
     chips.mkdir()
     _hls(chips / "a.tif", 32, 0)
-    assert main(["embed", "-c", str(EXAMPLE), "--input", str(chips), "--tile-size", "64", *TINY]) == 2
+    args = ["embed", "-c", str(EXAMPLE), "--input", str(chips), *TINY]
+    assert main([*args, "--tile-size", "64"]) == 2
     assert "--tile-size applies to --scenes" in capsys.readouterr().err
-    assert main(["embed", "-c", str(EXAMPLE), "--input", str(chips), *TINY,
-                 "--model.init_args.pooling", "median"]) == 2
+    assert main([*args, "--model.init_args.pooling", "median"]) == 2
     assert "median" in capsys.readouterr().err
 
 
@@ -79,7 +79,8 @@ def test_geofm_predict_writes_what_geofm_embed_writes(tmp_path):
     chips.mkdir()
     for i, day in enumerate(("2021200", "2021216")):
         _hls(chips / f"HLS.S30.T14SMJ.{day}T170000.v2.0.tif", 64, i)
-    assert main(["embed", "-c", str(EXAMPLE), "--input", str(chips), "-o", str(tmp_path / "embed"), *TINY]) == 0
+    embed = ["embed", "-c", str(EXAMPLE), "--input", str(chips), "-o", str(tmp_path / "embed")]
+    assert main([*embed, *TINY]) == 0
     assert main([
         "predict", "-c", str(EXAMPLE), *TINY, "--data.init_args.predict_data_root", str(chips),
         "--predict_output_dir", str(tmp_path / "predict"), "--trainer.accelerator", "cpu",
@@ -87,7 +88,8 @@ def test_geofm_predict_writes_what_geofm_embed_writes(tmp_path):
         "--trainer.default_root_dir", str(tmp_path / "run"),
     ]) == 0
     for name in ("embeddings.parquet", "patches.parquet"):
-        a, b = gpd.read_parquet(tmp_path / "embed" / name), gpd.read_parquet(tmp_path / "predict" / name)
+        a = gpd.read_parquet(tmp_path / "embed" / name)
+        b = gpd.read_parquet(tmp_path / "predict" / name)
         assert len(a) == len(b) and a.crs == b.crs
         np.testing.assert_allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-5)
         assert a.geometry.geom_equals(b.geometry).all() and (a["date"] == b["date"]).all()

@@ -18,8 +18,8 @@ gpd = pytest.importorskip("geopandas")
 
 REPO = Path(__file__).resolve().parents[2]
 # ../shared beside the checkout, or one level up (a worktree in a folder of worktrees).
-DATA = next((p / "shared" / "data" for p in (REPO.parent, REPO.parent.parent) if (p / "shared" / "data").is_dir()),
-            REPO.parent / "shared" / "data")
+_CANDIDATES = [p / "shared" / "data" for p in (REPO.parent, REPO.parent.parent)]
+DATA = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 HLS = DATA / "hls_chip" / "hls_chip_10band.tif"
 LANDSAT = DATA / "landsat8_scene" / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
 
@@ -55,7 +55,9 @@ def test_landsat_scene_streamed_with_resnet18(tmp_path):
     torch.manual_seed(0)
     # Stage 2 of ResNet-18 (stride 8, 128 channels) keeps the test short on two CPU cores.
     task = EmbeddingTask(
-        model_args={"backbone": "timm_resnet18", "backbone_in_chans": 3, "backbone_out_indices": [2]},
+        model_args={
+            "backbone": "timm_resnet18", "backbone_in_chans": 3, "backbone_out_indices": [2]
+        },
         output="both",
     )
     task.configure_preprocess(None)
@@ -64,15 +66,18 @@ def test_landsat_scene_streamed_with_resnet18(tmp_path):
     scene = tmp_path / LANDSAT.name
     with rasterio.open(LANDSAT) as src:
         window = rasterio.windows.Window(700, 600, 600, 640)
-        profile = {**src.profile, "width": 600, "height": 640, "transform": src.window_transform(window)}
+        profile = {**src.profile, "width": 600, "height": 640}
+        profile["transform"] = src.window_transform(window)
         with rasterio.open(scene, "w", **profile) as dst:
             dst.write(src.read(window=window))
     out = embed_scene(task, scene, tmp_path / "out", output="both", tile_size=256, overlap=64,
                       batch_size=4, num_workers=2, progress=False)
     with rasterio.open(scene) as src:
-        height, width, crs, transform, bounds = src.height, src.width, src.crs, src.transform, src.bounds
+        height, width, crs = src.height, src.width, src.crs
+        transform, bounds = src.transform, src.bounds
     with rasterio.open(out["grid"]) as grid:
-        assert (grid.count, grid.height, grid.width) == (128, math.ceil(height / 8), math.ceil(width / 8))
+        cells = (math.ceil(height / 8), math.ceil(width / 8))
+        assert (grid.count, grid.height, grid.width) == (128, *cells)
         assert grid.crs == crs and grid.transform == transform @ transform.scale(8)
         sample = grid.read(1)
     assert np.isfinite(sample).mean() > 0.5

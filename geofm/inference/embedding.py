@@ -601,16 +601,25 @@ class _SceneEmbedding:
         return self.parts / f"{kind}_{grid_row:06d}.parquet"
 
     # ------------------------------------------------------------------ run
-    def run(self, *, resume: bool, batch_size: int, block_size: int,
-            date: dt.date | None, checkpoint_seconds: float, progress: bool) -> dict[str, Path]:
+    def run(
+        self,
+        *,
+        resume: bool,
+        batch_size: int,
+        block_size: int,
+        date: dt.date | None,
+        checkpoint_seconds: float,
+        progress: bool,
+    ) -> dict[str, Path]:
+        """Embed every row of tiles not already done, then finish the outputs."""
         from tqdm.auto import tqdm
 
-        for kind in ("tiles", "patches"):
-            if kind in self.paths:  # one writer per output: a second run stops here
-                lock = OutputLock(self.paths[kind])
-                lock.acquire()
-                self.locks.append(lock)
         try:
+            for kind in ("tiles", "patches"):
+                if kind in self.paths:  # one writer per output: a second run stops here
+                    lock = OutputLock(self.paths[kind])
+                    lock.acquire()
+                    self.locks.append(lock)
             rows_total = self.grid.shape[0]
             rows_parts = "tiles" in self.paths or "patches" in self.paths
             start = self._parts_done(resume) if rows_parts else rows_total
@@ -626,7 +635,6 @@ class _SceneEmbedding:
                 start = min(start, tif_row)
             self.date, self.block = date, block_size
             self.tif_next = self.sink.rows_done if self.sink is not None else 0
-            self._rows_run = 0
             tiles = list(self.grid)
             cols = self.grid.shape[1]
             first = start * cols

@@ -1,7 +1,7 @@
 """Streamed scene embeddings: tiles (chips) per second and peak memory on the Landsat scene.
 
 Embeds ``../shared/data/landsat8_scene`` (2041 x 1860, 3 bands) with ``timm_resnet18`` through
-:func:`geofm.inference.embedding.embed_scene` (tiles aligned to the 32-pixel feature grid,
+:func:`geofm.inference.embedding_scenes.embed_scene` (tiles aligned to the 32-pixel feature grid,
 pooled rows per tile, the 512-band patch-grid GeoTIFF and one row per patch), and, to show that
 memory does not grow with the scene's area, a mosaic of mirrored copies four times as large
 (``bench_inference.build_mosaic``). Each case runs in a fresh subprocess, so its peak RSS is its
@@ -50,7 +50,8 @@ def run_case(scene: str, out: str, tile: int, overlap: int, layer: int, batch: i
     import rasterio
     import torch
 
-    from geofm.inference.embedding import embed_scene, feature_stride, plan_patch_tiles
+    from geofm.inference.embedding import feature_stride
+    from geofm.inference.embedding_scenes import embed_scene, plan_patch_tiles
     from geofm.tasks.embedding import EmbeddingTask
 
     torch.manual_seed(0)

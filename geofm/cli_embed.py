@@ -8,7 +8,7 @@ selects 1-based bands when the config has no data section.
 
 Chips (default): every file whole, one GeoParquet row each
 (:func:`~geofm.inference.embedding.embed_chips`).
-``--scenes``: each file streamed tile by tile (:func:`~geofm.inference.embedding.embed_scenes`).
+``--scenes``: each file streamed tile by tile (:func:`~geofm.inference.embedding_scenes.embed_scenes`).
 """
 
 from __future__ import annotations

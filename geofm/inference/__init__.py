@@ -25,8 +25,8 @@ _LAZY: dict[str, str] = {
     "default_tile_size": "geofm.inference.streaming",
     "OnnxRuntimeModel": "geofm.inference.onnx_engine",
     "embed_chips": "geofm.inference.embedding",
-    "embed_scene": "geofm.inference.embedding",
-    "embed_scenes": "geofm.inference.embedding",
+    "embed_scene": "geofm.inference.embedding_scenes",
+    "embed_scenes": "geofm.inference.embedding_scenes",
 }
 
 __all__ = sorted(_LAZY)

@@ -6,7 +6,7 @@ optional necks, one feature level, a pooling) and the task's
 settings, else the task's ``means``/``stds``, else the backbone's pretraining statistics.
 Its :class:`~geofm.inference.predictor.Predictor` is the one function that chips
 (``predict_step``, ``geofm embed``) and streamed scenes
-(:func:`~geofm.inference.embedding.embed_scene`) call.
+(:func:`~geofm.inference.embedding_scenes.embed_scene`) call.
 
 A fine-tuned geofm checkpoint of another task (``ckpt_path``) gives its encoder and its
 preprocessing; its necks, decoder and head are left out.
@@ -236,7 +236,7 @@ class EmbeddingTask(BaseTask):
             input: A folder or file instead of the datamodule's ``predict_data_root``.
             bands: 1-based bands to read when there is no datamodule.
             scenes: Stream whole scenes tile by tile
-                (:func:`~geofm.inference.embedding.embed_scenes`) instead of embedding each file
+                (:func:`~geofm.inference.embedding_scenes.embed_scenes`) instead of embedding each file
                 whole (:func:`~geofm.inference.embedding.embed_chips`).
             device: Where the model runs (the first GPU when available by default).
             **settings: Settings of ``embed_chips`` or ``embed_scene`` (``batch_size``,
@@ -248,7 +248,8 @@ class EmbeddingTask(BaseTask):
         Raises:
             ValueError: ``bands`` with a datamodule (which selects bands), or nothing to embed.
         """
-        from geofm.inference.embedding import embed_chips, embed_scenes, file_inputs
+        from geofm.inference.embedding import embed_chips, file_inputs
+        from geofm.inference.embedding_scenes import embed_scenes
 
         if bands is not None and datamodule is not None:
             raise ValueError(

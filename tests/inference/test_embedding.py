@@ -11,12 +11,8 @@ import rasterio
 import torch
 from affine import Affine
 
-from geofm.inference.embedding import (
-    embed_chips,
-    embed_scene,
-    owned_ranges,
-    plan_patch_tiles,
-)
+from geofm.inference.embedding import embed_chips
+from geofm.inference.embedding_scenes import embed_scene, owned_ranges, plan_patch_tiles
 from geofm.tasks.embedding import EmbeddingTask
 
 gpd = pytest.importorskip("geopandas")
@@ -336,7 +332,7 @@ def test_scene_settings_take_effect(tmp_path):
     others = np.delete(values.reshape(256, -1), 1 * 4 + 2, axis=1)  # every patch but (1, 2)
     assert np.isnan(values[:, 1, 2]).all() and np.isfinite(others).all()
     assert len(gpd.read_parquet(out["patches"])) == 15
-    from geofm.inference.embedding import embed_scenes
+    from geofm.inference.embedding_scenes import embed_scenes
 
     mine = embed_scenes(task, scenes, tmp_path / "ranks", rank=1, world_size=2, output="pooled",
                         tile_size=32, progress=False, num_workers=0)

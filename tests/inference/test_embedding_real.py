@@ -11,7 +11,8 @@ import rasterio
 import rasterio.windows
 import torch
 
-from geofm.inference.embedding import embed_chips, embed_scene, plan_patch_tiles
+from geofm.inference.embedding import embed_chips
+from geofm.inference.embedding_scenes import embed_scene, plan_patch_tiles
 from geofm.tasks.embedding import EmbeddingTask
 
 gpd = pytest.importorskip("geopandas")

@@ -5,7 +5,7 @@ LightningCLI option works (``--trainer.max_epochs 3``, ``--model.init_args.lr 1e
 ``--print_config``). ``geofm predict --engine onnxruntime --model model.onnx
 --streaming.input scenes/ --streaming.output_dir out/`` predicts with an exported file alone,
 without LightningCLI (:mod:`geofm.cli_onnx`). ``geofm compute-statistics``, ``geofm
-check-config``, ``geofm export`` and ``geofm registry list`` are geofm's own.
+check-config``, ``geofm export``, ``geofm embed`` and ``geofm registry list`` are geofm's own.
 
 TerraTorch configs run as they are: while the command runs, ``terratorch.*`` class paths and
 imports are read as geofm's (:mod:`geofm.compat.terratorch`), and ``custom_modules_path`` is
@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.epilog = "Any --data.init_args.NAME VALUE / --model.init_args.NAME VALUE pairs after these override the config."
     export.set_defaults(func=_export)
+
+    from geofm.cli_embed import add_embed_parser  # light: torch loads when it runs
+
+    add_embed_parser(sub)
     return parser
 
 
@@ -368,7 +372,7 @@ def _run(argv: list[str]) -> int:
         return 0
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in ("compute-statistics", "export"):
+    if unknown and args.command not in ("compute-statistics", "export", "embed"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # argparse's one line, exit 2
     args.overrides = unknown
     return int(args.func(args) or 0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -69,6 +70,7 @@ def import_components() -> None:
     import geofm.tasks.classification  # noqa: F401
     import geofm.tasks.detection  # noqa: F401
     import geofm.tasks.mae  # noqa: F401
+    import geofm.tasks.embedding  # noqa: F401
     import geofm.tasks.regression  # noqa: F401
     import geofm.tasks.segmentation  # noqa: F401
 
@@ -336,7 +338,9 @@ class GeofmCLI(LightningCLI):
                 "that has it, or pass a checkpoint file"
                 + (", or --allow-untrained to use the untrained model." if subcommand != "fit" else ".")
             )
-        if ckpt_path is None and subcommand == "predict" and not allow:
+        # A model whose weights need no checkpoint (an EmbeddingTask's backbone) says so.
+        needs = getattr(self.model, "needs_checkpoint", True)
+        if ckpt_path is None and subcommand == "predict" and not allow and needs:
             raise ConfigError(
                 "geofm predict has no --ckpt_path: it would write predictions of an untrained model. "
                 f"Pass --ckpt_path FILE, or last or best (looked up in {folder}; {_listing(folder)}), "
@@ -370,8 +374,9 @@ class GeofmCLI(LightningCLI):
                 raise ValueError("--streaming writes its outputs to --predict_output_dir: set it too.")
             from geofm.inference.task_scenes import predict_task_scenes
 
-            predict_task_scenes(
-                self.model,
+            # A task that streams scenes its own way (EmbeddingTask) brings its function.
+            stream = getattr(self.model, "stream_scenes", None)
+            (stream or functools.partial(predict_task_scenes, self.model))(
                 self.datamodule,
                 self.config_init[subcommand].get("ckpt_path"),
                 config["predict_output_dir"],
@@ -430,7 +435,9 @@ class GeofmCLI(LightningCLI):
                 return
             from geofm.inference.prediction_writer import GeoTiffPredictionWriter
 
-            self.trainer.callbacks.append(GeoTiffPredictionWriter(out_dir))
+            # A task with outputs of its own kind (EmbeddingTask) brings its writer.
+            writer = getattr(self.model, "prediction_writer", GeoTiffPredictionWriter)
+            self.trainer.callbacks.append(writer(out_dir))
 
 
 def _listing(folder: Path) -> str:

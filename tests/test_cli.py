@@ -235,7 +235,8 @@ def test_example_configs_build_and_run_a_forward_step(example):
         shape = (2, bands, model_args["backbone_num_frames"], size, size)
     model = cli.model.model.eval()
     with torch.no_grad():
-        out = model(torch.randn(shape)).output
+        out = model(torch.randn(shape))
+    out = out["pooled"] if isinstance(out, dict) else out.output  # an embedder: its vectors
     patch = getattr(getattr(model, "encoder", None), "patch_size", (1, 16, 16))
     expected = {
         "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
@@ -243,6 +244,7 @@ def test_example_configs_build_and_run_a_forward_step(example):
         "ClassificationTask": (2, model_args.get("num_classes")),
         # MAE: every patch's t * p * p * C values
         "MAEPretrainingTask": (2, (size // patch[1]) ** 2, patch[0] * patch[1] * patch[2] * bands),
+        "EmbeddingTask": (2, getattr(model, "encoder", model).out_channels[-1]),
     }[type(cli.model).__name__]
     assert tuple(out.shape) == expected
     assert torch.isfinite(out).all()

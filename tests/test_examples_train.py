@@ -27,7 +27,11 @@ from geofm.data.band_selection import expand_band_list
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 #: Examples another test trains (with more checks than this one).
-TRAINED_ELSEWHERE = {"multitemporal_prithvi_segmentation.yaml": "tests/test_examples.py"}
+TRAINED_ELSEWHERE = {
+    "multitemporal_prithvi_segmentation.yaml": "tests/test_examples.py",
+    # EmbeddingTask predicts only; geofm embed runs this config there.
+    "embed_prithvi_hls.yaml": "tests/inference/test_embedding_cli.py",
+}
 SIZE = 64  # a multiple of Prithvi's patch (16) and of a ResNet's stride (32)
 SAMPLES = 2  # per pixel-wise split: one batch of two (BatchNorm needs two values per channel)
 

@@ -27,6 +27,9 @@ _LAZY: dict[str, str] = {
     "detect_scene": "geofm.inference.detection_scenes",
     "predict_scene_detections": "geofm.inference.detection_scenes",
     "VectorPredictionWriter": "geofm.inference.vector_writer",
+    "embed_chips": "geofm.inference.embedding",
+    "embed_scene": "geofm.inference.embedding_scenes",
+    "embed_scenes": "geofm.inference.embedding_scenes",
 }
 
 __all__ = sorted(_LAZY)

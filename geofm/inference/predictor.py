@@ -137,6 +137,14 @@ class Predictor:
         channel axis), ``(N, K)`` for classifiers. Extra inputs the model does not take are
         dropped here, in one place.
         """
+        return model_output(self.outputs(image, **extra))
+
+    def outputs(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> Any:
+        """What the model returns for raw ``image`` (preprocessed here), as it returns it.
+
+        For models whose return holds more than one tensor (an embedding model's grid and
+        pooled vectors); :meth:`logits` takes the main tensor of the same call.
+        """
         if self.preprocess is not None:
             x = self.preprocess(image)
         elif isinstance(image, Mapping):
@@ -144,7 +152,7 @@ class Predictor:
         else:
             x = image.float()
         inputs = {key: value for key, value in extra.items() if key in self.extra_inputs}
-        return model_output(self.model(x, **inputs))
+        return self.model(x, **inputs)
 
     def __call__(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> torch.Tensor:
         """``(N, K, h, w)`` float32 probabilities or values for raw ``image``."""

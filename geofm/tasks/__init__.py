@@ -17,6 +17,7 @@ _LAZY: dict[str, str] = {
     "MultiLabelClassificationTask": "geofm.tasks.classification",
     "ObjectDetectionTask": "geofm.tasks.detection",
     "MAEPretrainingTask": "geofm.tasks.mae",
+    "EmbeddingTask": "geofm.tasks.embedding",
     "build_loss": "geofm.tasks.losses",
     "build_optimizer": "geofm.tasks.optim",
     "build_scheduler": "geofm.tasks.optim",

@@ -184,7 +184,8 @@ def detect_scene(
     labels: list[np.ndarray] = []
     geometries: list[Any] = []
     with_masks = False
-    with RasterTileSource(input_path, bands, num_workers, None, tile[0], nodata=input_nodata) as source:
+    reader = RasterTileSource(input_path, bands, num_workers, None, tile[0], nodata=input_nodata)
+    with reader as source:
         grid = plan_tiles(source.height, source.width, tile_size, overlap, stride)
         tiles = list(grid)
         crs, transform = source.crs, source.transform
@@ -195,7 +196,9 @@ def detect_scene(
             with torch.inference_mode():
                 outputs = detector(torch.from_numpy(images).to(device))
             if len(outputs) != len(batch):
-                raise ValueError(f"The detector returned {len(outputs)} results for {len(batch)} tiles.")
+                raise ValueError(
+                    f"The detector returned {len(outputs)} results for {len(batch)} tiles."
+                )
             for data, det in zip(batch, outputs, strict=True):
                 kept = _keep_tile_detections(data.tile, det, grid, edge_margin)
                 if kept is None:
@@ -205,7 +208,8 @@ def detect_scene(
                 labels.append(kept["labels"])
                 if "masks" in kept:
                     with_masks = True
-                    geometries.extend(_tile_mask_polygons(data.tile, kept["masks"], grid, transform))
+                    polygons = _tile_mask_polygons(data.tile, kept["masks"], grid, transform)
+                    geometries.extend(polygons)
 
         pending: list[TileData] = []
         futures: list[Any] = []
@@ -227,10 +231,8 @@ def detect_scene(
             for future in futures:
                 future.cancel()
     if not boxes:
-        empty = SceneDetections(
-            np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64), None, crs, transform, len(tiles)
-        )
-        return empty
+        none = (np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return SceneDetections(*none, None, crs, transform, len(tiles))
     all_boxes = torch.from_numpy(np.concatenate(boxes))
     all_scores = torch.from_numpy(np.concatenate(scores))
     all_labels = torch.from_numpy(np.concatenate(labels))
@@ -309,7 +311,13 @@ def predict_scene_detections(
     vector_format(output_path)  # refuse a wrong suffix before the work
     found = detect_scene(detector, input_path, **kwargs)
     frame = detections_frame(
-        found.boxes, found.scores, found.labels, found.crs, found.transform, class_names, found.geometries
+        found.boxes,
+        found.scores,
+        found.labels,
+        found.crs,
+        found.transform,
+        class_names,
+        found.geometries,
     )
     path = write_vector(frame, output_path)
     log.info("%s: %d detections from %d tiles.", path, len(found.boxes), found.tiles)

@@ -168,7 +168,8 @@ def vector_format(path: str | Path) -> str:
         if suffix == ext or (name == "geojson" and suffix == ".json"):
             return name
     raise ValueError(
-        f"'{path}': detections are written as .geojson or .gpkg files, not '{suffix or 'no suffix'}'."
+        f"'{path}': detections are written as .geojson or .gpkg files, not "
+        f"'{suffix or 'no suffix'}'."
     )
 
 
@@ -183,11 +184,12 @@ def write_vector(frame: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
     try:
-        frame.to_file(temp, driver=driver, engine="pyogrio", layer=path.stem if driver == "GPKG" else None)
+        layer = path.stem if driver == "GPKG" else None
+        frame.to_file(temp, driver=driver, engine="pyogrio", layer=layer)
         os.replace(temp, path)
     except BaseException:
-        for leftover in (temp, *(temp.with_name(temp.name + s) for s in ("-wal", "-shm", "-journal"))):
-            leftover.unlink(missing_ok=True)
+        for end in ("", "-wal", "-shm", "-journal"):  # GeoPackage (SQLite) side files too
+            temp.with_name(temp.name + end).unlink(missing_ok=True)
         raise
     return path
 
@@ -233,7 +235,9 @@ class VectorPredictionWriter(BasePredictionWriter):
     ):
         super().__init__(write_interval="batch")
         if output_format not in VECTOR_FORMATS:
-            raise ValueError(f"output_format={output_format!r}; choose one of {list(VECTOR_FORMATS)}.")
+            raise ValueError(
+                f"output_format={output_format!r}; choose one of {list(VECTOR_FORMATS)}."
+            )
         vector_libraries()  # fail before predicting, not after the first batch
         self.output_dir = Path(output_dir)
         self.output_format = output_format
@@ -256,7 +260,10 @@ class VectorPredictionWriter(BasePredictionWriter):
     ) -> None:
         filenames = prediction.get("filename")
         if filenames is None:
-            raise KeyError("predict_step output has no 'filename'; the writer names outputs after their inputs.")
+            raise KeyError(
+                "predict_step output has no 'filename'; the writer names outputs after their "
+                "inputs."
+            )
         missing = [k for k in ("boxes", "scores", "labels") if k not in prediction]
         if missing:
             raise KeyError(
@@ -265,7 +272,8 @@ class VectorPredictionWriter(BasePredictionWriter):
             )
         names = self.class_names
         if names is None:
-            names = getattr(getattr(pl_module, "hparams", {}), "get", lambda _k: None)("class_names")
+            hparams = getattr(pl_module, "hparams", None)
+            names = hparams.get("class_names") if hparams is not None else None
         suffix = VECTOR_FORMATS[self.output_format][0]
         for i, filename in enumerate(filenames):
             crs, transform = _grid(prediction, i, str(filename))
@@ -285,7 +293,8 @@ class VectorPredictionWriter(BasePredictionWriter):
             target = self.output_dir / f"{Path(str(filename)).stem}_pred{suffix}"
             if target in self._written:
                 raise ValueError(
-                    f"Two inputs named '{Path(str(filename)).stem}' would both write {target}; rename one."
+                    f"Two inputs named '{Path(str(filename)).stem}' would both write {target}; "
+                    "rename one."
                 )
             write_vector(frame, target)
             self._written.add(target)

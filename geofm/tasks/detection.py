@@ -72,7 +72,8 @@ def filter_detections(
 
     keep = detections["scores"] > score_threshold
     kept = {key: value[keep] for key, value in detections.items()}
-    order = batched_nms(kept["boxes"].float(), kept["scores"].float(), kept["labels"], iou_threshold)
+    boxes, scores = kept["boxes"].float(), kept["scores"].float()
+    order = batched_nms(boxes, scores, kept["labels"], iou_threshold)
     return {key: value[order] for key, value in kept.items()}
 
 
@@ -157,7 +158,9 @@ class ObjectDetectionTask(BaseTask):
                 "in [0, 1]."
             )
         if prediction_format not in ("geojson", "gpkg"):
-            raise ValueError(f"prediction_format={prediction_format!r}; choose 'geojson' or 'gpkg'.")
+            raise ValueError(
+                f"prediction_format={prediction_format!r}; choose 'geojson' or 'gpkg'."
+            )
         super().__init__(
             model_factory=model_factory,
             model_args=model_args,
@@ -208,7 +211,9 @@ class ObjectDetectionTask(BaseTask):
         if isinstance(values, torch.Tensor) and values.ndim >= 2 and key != "masks":
             values = list(values)  # a padded (B, N, ...) tensor of equal counts
         if len(values) != count:
-            raise ValueError(f"The batch has {count} images but {len(values)} entries of '{field}'.")
+            raise ValueError(
+                f"The batch has {count} images but {len(values)} entries of '{field}'."
+            )
         return values
 
     def targets(self, batch: Mapping[str, Any]) -> list[dict[str, torch.Tensor]]:
@@ -227,7 +232,8 @@ class ObjectDetectionTask(BaseTask):
         ignore = self.hparams.ignore_index
         out = []
         for i in range(len(boxes)):
-            where = f"'{names[i]}'" if isinstance(names, Sequence) and len(names) > i else f"sample {i}"
+            named = isinstance(names, Sequence) and len(names) > i
+            where = f"'{names[i]}'" if named else f"sample {i}"
             box = torch.as_tensor(boxes[i], dtype=torch.float32, device=self.device).reshape(-1, 4)
             label = torch.as_tensor(labels[i], device=self.device).long().reshape(-1)
             if box.shape[0] != label.shape[0]:
@@ -251,7 +257,8 @@ class ObjectDetectionTask(BaseTask):
     def _check_objects(self, target: Mapping[str, torch.Tensor], where: str) -> None:
         box, label = target["boxes"], target["labels"]
         if not bool(torch.isfinite(box).all()):
-            raise ValueError(f"{where} has non-finite box coordinates: {box[~torch.isfinite(box).all(1)].tolist()[:3]}.")
+            bad = box[~torch.isfinite(box).all(1)].tolist()[:3]
+            raise ValueError(f"{where} has non-finite box coordinates: {bad}.")
         flat = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
         if bool(flat.any()):
             raise ValueError(
@@ -268,7 +275,9 @@ class ObjectDetectionTask(BaseTask):
             )
 
     # BaseTask's pixel-wise hooks, answered for detection.
-    def target(self, batch: Mapping[str, Any]) -> list[dict[str, torch.Tensor]]:  # type: ignore[override]
+    def target(  # type: ignore[override]
+        self, batch: Mapping[str, Any]
+    ) -> list[dict[str, torch.Tensor]]:
         return self.targets(batch)
 
     def metric_inputs(self, prediction: Any, target: Any) -> tuple[Any, Any]:
@@ -277,7 +286,9 @@ class ObjectDetectionTask(BaseTask):
     def decode(self, prediction: Any) -> Any:
         return prediction
 
-    def prediction_outputs(self, logits: torch.Tensor, probabilities: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prediction_outputs(
+        self, logits: torch.Tensor, probabilities: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError("ObjectDetectionTask predicts with detect(), not pixel outputs.")
 
     # ------------------------------------------------------------------ inference
@@ -312,7 +323,9 @@ class ObjectDetectionTask(BaseTask):
         if stage == "train":
             losses = self.model(self.preprocess(batch["image"]), targets)
             loss = sum(losses.values())
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+            self.log(
+                "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size
+            )
             self.log_dict(
                 {f"train/{name}": value.detach() for name, value in losses.items()},
                 on_step=False,
@@ -334,7 +347,9 @@ class ObjectDetectionTask(BaseTask):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         """``boxes``, ``scores``, ``labels`` (and ``masks``): lists with one tensor per image,
         plus every batch key other than the inputs and targets (``filename``, ``crs``,
         ``transform``...)."""
@@ -345,8 +360,9 @@ class ObjectDetectionTask(BaseTask):
         }
         if self.with_masks:
             result["masks"] = [det["masks"] for det in detections]
-        skip = {"image", self.hparams.boxes_field, self.hparams.labels_field, self.hparams.masks_field}
-        result.update({key: value for key, value in batch.items() if key not in skip and key not in result})
+        hp = self.hparams
+        skip = {"image", hp.boxes_field, hp.labels_field, hp.masks_field, *result}
+        result.update({key: value for key, value in batch.items() if key not in skip})
         return result
 
     def _log_epoch_metrics(self, stage: str) -> dict[str, torch.Tensor] | None:

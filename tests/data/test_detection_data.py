@@ -111,6 +111,31 @@ def test_geometry_crossing_the_edge_is_clipped_and_outside_dropped(tmp_path):
     assert int(objects["masks"][0].sum()) == 10 * 10
 
 
+def test_polygons_sharing_only_the_chip_edge_are_dropped(tmp_path):
+    """Neighbours of a tile (as a whole scene's polygons are for each of its tiles) meet its
+    edge in slivers of rounding error; none may become a box without width or height."""
+    from rasterio.crs import CRS as RioCRS
+
+    # The Sen1Floods11 chip's degree grid (its steps are not exact in binary), and the tile of
+    # it that starts at pixel (SIZE, SIZE), as a tiler writes it.
+    scene = Affine(8.983152841195215e-05, 0.0, -0.7818936232976315, 0.0, -8.983152841195215e-05,
+                   38.12881257139627)
+    tile = scene * Affine.translation(SIZE, SIZE)
+    grid = GridInfo(RioCRS.from_epsg(4326).to_wkt(), tuple(tile)[:6], SIZE, SIZE, 1)
+
+    def box(x0, y0, x1, y1):  # in the tile's pixels, placed through the scene's grid
+        return shapely.box(*(scene @ (SIZE + x0, SIZE + y1)), *(scene @ (SIZE + x1, SIZE + y0)))
+
+    neighbours = [box(SIZE, y, SIZE + 2, y + 1) for y in range(0, SIZE, 4)]
+    neighbours += [box(x, SIZE, x + 1, SIZE + 2) for x in range(0, SIZE, 4)]
+    neighbours += [box(-2, y, 0, y + 1) for y in range(0, SIZE, 4)]
+    crossing = box(SIZE - 1, 3, SIZE + 7, 9)
+    path = _write_vector(tmp_path / "neighbours.geojson", [*neighbours, crossing], crs="EPSG:4326")
+    objects = read_vector_objects(path, grid, return_masks=True)
+    np.testing.assert_allclose(objects["boxes"], [[SIZE - 1, 3, SIZE, 9]], atol=1e-6)
+    assert int(objects["masks"].sum()) == 6
+
+
 @pytest.mark.parametrize("kind", ["no features", "zero bytes"])
 def test_empty_label_file_is_a_chip_without_objects(tmp_path, kind):
     path = tmp_path / "empty.geojson"

@@ -176,7 +176,10 @@ class ObjectDetectionModel(Model):
         self._freeze("neck", "decoder")
 
     def forward(
-        self, x: torch.Tensor, targets: list[Mapping[str, torch.Tensor]] | None = None, **kwargs: Any
+        self,
+        x: torch.Tensor,
+        targets: list[Mapping[str, torch.Tensor]] | None = None,
+        **kwargs: Any,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Detect in ``x`` ``(B, C, H, W)`` (preprocessed).
 
@@ -226,7 +229,9 @@ def _take_fpn_neck(
     builds that FPN itself, with the neck's ``out_channel`` as ``fpn_out_channels``."""
     if not necks or necks[-1].get("name") != _FPN_NECK:
         if any(spec.get("name") == _FPN_NECK for spec in necks or []):
-            raise ValueError(f"{_FPN_NECK} can only be the last neck (the FPN before the detector).")
+            raise ValueError(
+                f"{_FPN_NECK} can only be the last neck (the FPN before the detector)."
+            )
         return necks, fpn_out_channels
     spec = dict(necks[-1])
     unknown = sorted(set(spec) - {"name", "out_channel", "output_ordered_dict"})
@@ -243,10 +248,14 @@ def _take_fpn_neck(
     return list(necks[:-1]), fpn_out_channels
 
 
-def _anchor_sizes(framework: str, levels: int, sizes: Sequence[Any] | None) -> tuple[tuple[int, ...], ...]:
+def _anchor_sizes(
+    framework: str, levels: int, sizes: Sequence[Any] | None
+) -> tuple[tuple[int, ...], ...]:
     """Anchor sizes per level: given ones, else torchvision's defaults for ``levels`` maps."""
     if sizes is not None:
-        out = tuple(tuple(int(s) for s in (v if isinstance(v, (list, tuple)) else [v])) for v in sizes)
+        out = tuple(
+            tuple(int(s) for s in (v if isinstance(v, (list, tuple)) else [v])) for v in sizes
+        )
         if len(out) != levels:
             raise ValueError(
                 f"anchor_sizes has {len(out)} levels but the FPN gives {levels} feature maps "
@@ -257,7 +266,8 @@ def _anchor_sizes(framework: str, levels: int, sizes: Sequence[Any] | None) -> t
         return tuple((8 * 2**i,) for i in range(levels))
     if framework == "retinanet":
         return tuple(
-            (s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32 * 2**i for i in range(levels))
+            (s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3)))
+            for s in (32 * 2**i for i in range(levels))
         )
     return tuple((32 * 2**i,) for i in range(levels))
 
@@ -319,9 +329,11 @@ class ObjectDetectionModelFactory:
         if framework not in FRAMEWORKS:
             raise ValueError(f"framework={framework!r}; choose one of {list(FRAMEWORKS)}.")
         if num_classes is None or int(num_classes) < 1:
-            raise ValueError(f"Object detection needs num_classes >= 1 (object classes), got {num_classes!r}.")
-        backbone_args = {k[len("backbone_"):]: v for k, v in kwargs.items() if k.startswith("backbone_")}
-        framework_args = {k[len("framework_"):]: v for k, v in kwargs.items() if k.startswith("framework_")}
+            raise ValueError(
+                f"Object detection needs num_classes >= 1 (object classes), got {num_classes!r}."
+            )
+        backbone_args = {k[9:]: v for k, v in kwargs.items() if k.startswith("backbone_")}
+        framework_args = {k[10:]: v for k, v in kwargs.items() if k.startswith("framework_")}
         unused = sorted(k for k in kwargs if not k.startswith(("backbone_", "framework_")))
         if unused:
             raise ValueError(
@@ -364,7 +376,9 @@ class ObjectDetectionModelFactory:
                 "box_roi_pool": MultiScaleRoIAlign(featmaps, output_size=7, sampling_ratio=2),
             }
             if framework == "mask-rcnn":
-                parts["mask_roi_pool"] = MultiScaleRoIAlign(featmaps, output_size=14, sampling_ratio=2)
+                parts["mask_roi_pool"] = MultiScaleRoIAlign(
+                    featmaps, output_size=14, sampling_ratio=2
+                )
                 cls = tvd.MaskRCNN
             else:
                 cls = tvd.FasterRCNN

@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "GenericNonGeoPixelwiseRegressionDataModule": "geofm.data.datamodules",
     "GenericNonGeoClassificationDataModule": "geofm.data.datamodules",
     "GenericMultiModalDataModule": "geofm.data.datamodules",
+    "GenericNonGeoDetectionDataModule": "geofm.data.datamodules",
     "compute_statistics": "geofm.data.statistics",
     "predict_scenes": "geofm.inference.streaming",
 }

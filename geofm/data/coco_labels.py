@@ -17,7 +17,6 @@ as torchvision's detection references do. An image listed without annotations ha
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from geofm.data.vector_labels import LabelFileError, empty_objects
 from geofm.registry.errors import MissingDependencyError
 
 __all__ = ["CocoLabels"]
-
-log = logging.getLogger(__name__)
 
 
 class CocoLabels:

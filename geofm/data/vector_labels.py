@@ -144,46 +144,27 @@ def polygon_objects(
     height: int,
     width: int,
     *,
-    to_pixels: Any,
     return_masks: bool,
-    mask_transform: Any,
 ) -> dict[str, np.ndarray]:
-    """Boxes, labels and masks of polygons already in the chip's CRS and clipped to it.
+    """Boxes, labels and masks of polygons in pixel coordinates, already clipped to the chip.
 
     Args:
-        geometries: Shapely (multi)polygons, clipped to the chip, in the coordinates that
-            ``mask_transform`` maps pixels to.
+        geometries: Shapely (multi)polygons in pixel-edge coordinates (``x`` the column,
+            ``y`` the row; the chip spans ``0..width`` x ``0..height``).
         labels: The class of each geometry.
         height: Chip rows.
         width: Chip columns.
-        to_pixels: Shapely affine parameters ``[a, b, d, e, xoff, yoff]`` from the geometries'
-            coordinates to pixel (column, row) coordinates.
-        return_masks: Also rasterise each object.
-        mask_transform: The ``affine.Affine`` of the chip for rasterising (pixel -> geometry
-            coordinates).
+        return_masks: Also rasterise each object (pixel centres inside it).
 
     Returns:
         ``boxes`` ``(N, 4)`` float32 xyxy pixels, ``labels`` ``(N,)`` int64, and ``masks``
         ``(N, H, W)`` uint8 with ``return_masks``.
     """
-    import shapely.affinity
+    import shapely
 
-    if not geometries:
+    if not len(geometries):
         return empty_objects(height, width, return_masks)
-    boxes = np.array(
-        [shapely.affinity.affine_transform(g, to_pixels).bounds for g in geometries],
-        dtype=np.float64,
-    )
-    # x_min, y_min, x_max, y_max whatever the transform's orientation (north-up or not).
-    boxes = np.stack(
-        [
-            np.minimum(boxes[:, 0], boxes[:, 2]),
-            np.minimum(boxes[:, 1], boxes[:, 3]),
-            np.maximum(boxes[:, 0], boxes[:, 2]),
-            np.maximum(boxes[:, 1], boxes[:, 3]),
-        ],
-        axis=1,
-    )
+    boxes = shapely.bounds(np.asarray(geometries, dtype=object))
     # Clipping leaves coordinates a rounding error past the edge.
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
@@ -194,13 +175,9 @@ def polygon_objects(
     if return_masks:
         from rasterio.features import rasterize
 
+        # rasterio's default transform is the identity: geometries are in pixels already.
         objects["masks"] = np.stack(
-            [
-                rasterize(
-                    [(g, 1)], out_shape=(height, width), transform=mask_transform, dtype="uint8"
-                )
-                for g in geometries
-            ]
+            [rasterize([(g, 1)], out_shape=(height, width), dtype="uint8") for g in geometries]
         )
     return objects
 
@@ -296,34 +273,46 @@ def read_vector_objects(
     if source_crs is not None and chip_crs is not None and source_crs != chip_crs:
         geometries = _reproject(geometries, source_crs, chip_crs, path, shapely)
 
-    chip = Affine(*grid.transform)
-    corners = [chip @ (0, 0), chip @ (width, 0), chip @ (width, height), chip @ (0, height)]
-    footprint = shapely.Polygon(corners)
-    # Only features whose bounding box meets the chip's can reach it: a file covering many
+    # Clip in pixel coordinates, where the chip is exactly [0, W] x [0, H].
+    inverse = ~Affine(*grid.transform)
+    geometries = shapely.transform(
+        geometries,
+        lambda xy: np.column_stack(
+            [inverse.a * xy[:, 0] + inverse.b * xy[:, 1] + inverse.c,
+             inverse.d * xy[:, 0] + inverse.e * xy[:, 1] + inverse.f]
+        ),
+    )
+    # Only features whose bounding box meets the chip can reach it: a file covering many
     # chips is mostly skipped before the costlier validity check and clip.
     bounds = shapely.bounds(geometries)
-    x0, y0, x1, y1 = footprint.bounds
     near = ~(
-        (bounds[:, 0] > x1) | (bounds[:, 2] < x0) | (bounds[:, 1] > y1) | (bounds[:, 3] < y0)
+        (bounds[:, 0] > width) | (bounds[:, 2] < 0) | (bounds[:, 1] > height) | (bounds[:, 3] < 0)
     )
     near &= ~shapely.is_empty(geometries) & ~shapely.is_missing(geometries)
     candidates = geometries[near]
     invalid = ~shapely.is_valid(candidates)
     if invalid.any():  # self-intersecting rings would make the clip fail
         candidates[invalid] = shapely.make_valid(candidates[invalid])
+    footprint = shapely.box(0, 0, width, height)
     clipped = [_polygonal(g, shapely) for g in shapely.intersection(candidates, footprint)]
     near_labels = [c for c, n in zip(labels, near, strict=True) if n]
-    kept = [(g, c) for g, c in zip(clipped, near_labels, strict=True) if g is not None]
-    inverse = ~chip
+    kept = [(g, c) for g, c in zip(clipped, near_labels, strict=True) if _has_extent(g)]
     return polygon_objects(
-        [g for g, _ in kept],
-        [c for _, c in kept],
-        height,
-        width,
-        to_pixels=[inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f],
-        return_masks=return_masks,
-        mask_transform=chip,
+        [g for g, _ in kept], [c for _, c in kept], height, width, return_masks=return_masks
     )
+
+
+#: Objects thinner than this (pixels) after clipping are dropped: a polygon that only shares
+#: the chip's edge leaves a sliver of rounding error (``x_min == x_max`` once clipped), which a
+#: detector cannot take.
+MIN_EXTENT = 1e-3
+
+
+def _has_extent(geometry: Any | None) -> bool:
+    if geometry is None:
+        return False
+    x0, y0, x1, y1 = geometry.bounds
+    return x1 - x0 >= MIN_EXTENT and y1 - y0 >= MIN_EXTENT
 
 
 def _file_crs(wkt: str | None, path: Path, grid: GridInfo, image: str | Path | None) -> Any:

@@ -111,6 +111,31 @@ def test_geometry_crossing_the_edge_is_clipped_and_outside_dropped(tmp_path):
     assert int(objects["masks"][0].sum()) == 10 * 10
 
 
+def test_polygons_sharing_only_the_chip_edge_are_dropped(tmp_path):
+    """Neighbours of a tile (as a whole scene's polygons are for each of its tiles) meet its
+    edge in slivers of rounding error; none may become a box without width or height."""
+    from rasterio.crs import CRS as RioCRS
+
+    # The Sen1Floods11 chip's degree grid (its steps are not exact in binary), and the tile of
+    # it that starts at pixel (SIZE, SIZE), as a tiler writes it.
+    scene = Affine(8.983152841195215e-05, 0.0, -0.7818936232976315, 0.0, -8.983152841195215e-05,
+                   38.12881257139627)
+    tile = scene * Affine.translation(SIZE, SIZE)
+    grid = GridInfo(RioCRS.from_epsg(4326).to_wkt(), tuple(tile)[:6], SIZE, SIZE, 1)
+
+    def box(x0, y0, x1, y1):  # in the tile's pixels, placed through the scene's grid
+        return shapely.box(*(scene @ (SIZE + x0, SIZE + y1)), *(scene @ (SIZE + x1, SIZE + y0)))
+
+    neighbours = [box(SIZE, y, SIZE + 2, y + 1) for y in range(0, SIZE, 4)]
+    neighbours += [box(x, SIZE, x + 1, SIZE + 2) for x in range(0, SIZE, 4)]
+    neighbours += [box(-2, y, 0, y + 1) for y in range(0, SIZE, 4)]
+    crossing = box(SIZE - 1, 3, SIZE + 7, 9)
+    path = _write_vector(tmp_path / "neighbours.geojson", [*neighbours, crossing], crs="EPSG:4326")
+    objects = read_vector_objects(path, grid, return_masks=True)
+    np.testing.assert_allclose(objects["boxes"], [[SIZE - 1, 3, SIZE, 9]], atol=1e-6)
+    assert int(objects["masks"].sum()) == 6
+
+
 @pytest.mark.parametrize("kind", ["no features", "zero bytes"])
 def test_empty_label_file_is_a_chip_without_objects(tmp_path, kind):
     path = tmp_path / "empty.geojson"
@@ -304,3 +329,61 @@ def test_collate_keeps_objects_per_sample():
     assert batch["image"].shape == (2, 2, 4, 4)
     assert [b.shape[0] for b in batch["boxes"]] == [3, 0]
     assert batch["filename"] == ["3.tif", "0.tif"]
+
+
+def test_mask_rcnn_trains_on_augmented_vector_labels(tmp_path):
+    """The batch contract end to end: masks and boxes, flipped and turned, train Mask R-CNN."""
+    import lightning.pytorch as pl
+
+    from geofm.tasks.detection import ObjectDetectionTask
+
+    _chip_folder(tmp_path, {"a": [(4, 6, 20, 30), (30, 30, 40, 50)], "b": [(40, 2, 60, 12)]})
+    roots = {"data_root": tmp_path / "images", "label_data_root": tmp_path / "labels"}
+    dm = GenericNonGeoDetectionDataModule(
+        batch_size=2,
+        **{f"{split}_{key}": root for split in ("train", "val") for key, root in roots.items()},
+        img_grep="*.tif",
+        label_grep="*.geojson",
+        return_masks=True,
+        train_transform=[
+            {"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 1.0}},
+            {"class_path": "albumentations.RandomRotate90", "init_args": {"p": 1.0}},
+        ],
+    )
+    task = ObjectDetectionTask(
+        model_args={
+            "framework": "mask-rcnn", "backbone": "timm_resnet18", "backbone_in_chans": 3,
+            "backbone_pretrained": False, "fpn_out_channels": 32, "num_classes": 1,
+            # Few proposals and detections: a CPU step in seconds.
+            "framework_rpn_pre_nms_top_n_train": 64, "framework_rpn_post_nms_top_n_train": 32,
+            "framework_rpn_pre_nms_top_n_test": 64, "framework_rpn_post_nms_top_n_test": 32,
+            "framework_box_batch_size_per_image": 32, "framework_box_detections_per_img": 8,
+        },
+        num_classes=1,
+        score_threshold=0.0,
+    )
+    seen: list[dict] = []
+    step = task.training_step
+
+    def spy(batch, batch_idx):
+        seen.append({k: batch[k] for k in ("image", "boxes", "masks")})
+        return step(batch, batch_idx)
+
+    task.training_step = spy  # type: ignore[method-assign]
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+        accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(task, dm)
+    batch = seen[0]
+    for i in range(2):  # what the model trained on: boxes and masks moved with the image
+        bright = batch["image"][i, 0] > 500
+        assert torch.equal(batch["masks"][i].bool().any(0), bright)
+        for box, mask in zip(batch["boxes"][i], batch["masks"][i], strict=True):
+            rows, cols = torch.nonzero(mask, as_tuple=True)
+            expected = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+            assert box.tolist() == [float(v) for v in expected]
+    metrics = trainer.callback_metrics
+    assert np.isfinite(float(metrics["train/loss_epoch"]))
+    assert "val/segm_map" in metrics and np.isfinite(float(metrics["val/segm_map"]))

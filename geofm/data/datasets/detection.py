@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from geofm.data.vector_labels import LabelFileError, read_vector_objects
 from geofm.errors import ConfigError
 
 __all__ = ["GenericNonGeoDetectionDataset"]
-
-log = logging.getLogger(__name__)
 
 
 class GenericNonGeoDetectionDataset(GenericPixelWiseDataset):

@@ -241,7 +241,8 @@ def test_example_configs_build_and_run_a_forward_step(example):
         assert all(torch.isfinite(d["scores"]).all() for d in out)
         return
     out = out["pooled"] if isinstance(out, dict) else out.output  # an embedder: its vectors
-    patch = getattr(getattr(model, "encoder", None), "patch_size", (1, 16, 16))
+    patch = getattr(getattr(model, "encoder", None), "patch_size", 16)  # Prithvi's is (t, p, p)
+    patch = tuple(patch) if isinstance(patch, (tuple, list)) else (1, patch, patch)
     expected = {
         "SemanticSegmentationTask": (2, model_args.get("num_classes"), size, size),
         "PixelwiseRegressionTask": (2, size, size),

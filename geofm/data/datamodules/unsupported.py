@@ -58,10 +58,13 @@ def _geobench_message(cls: str | None, generic: str) -> str:
 #: Unsupported TerraTorch datamodule name -> why, and what to use instead.
 UNSUPPORTED: dict[str, str] = {
     **{name: _geobench_message(*alt) for name, alt in _GEOBENCH_NAMES.items()},
-    "GeoBenchV2ObjectDetectionDataModule": _GEOBENCH + " geofm has no object-detection task.",
+    "GeoBenchV2ObjectDetectionDataModule": _GEOBENCH
+    + " For detection use geofm.data.datamodules.GenericNonGeoDetectionDataModule with COCO JSON"
+    " (train_coco_file...) or vector label files, and ObjectDetectionTask.",
     "mVHR10DataModule": (
-        "is an object-detection datamodule (GEO-Bench's VHR10), and geofm has no "
-        "object-detection task."
+        "is GEO-Bench's VHR10 object-detection datamodule, whose files geofm does not read. "
+        "Use geofm.data.datamodules.GenericNonGeoDetectionDataModule with the dataset's COCO "
+        "JSON (train_coco_file, val_coco_file...) and ObjectDetectionTask."
     ),
     "BurnIntensityNonGeoDataModule": (
         "reads three dates from separate pre/, during/, post/ files with per-date statistics, "

@@ -73,7 +73,7 @@ class LoraSettings:
         target_modules: Module-name suffixes, or one regular expression matched against
             whole module names (peft's rule).
         r: Rank of the low-rank update.
-        alpha: Scale numerator: the update is ``(alpha / r) * B @ A``.
+        alpha: Scale numerator: the update is ``(alpha / r) * B @ A`` (default 8, as peft's).
         dropout: Dropout on the LoRA branch's input.
         bias: ``"none"`` (backbone biases frozen), ``"all"`` (every backbone bias trains) or
             ``"lora_only"`` (the biases of the targeted layers train).
@@ -158,7 +158,7 @@ def lora_settings(spec: Mapping[str, Any], where: str = "peft") -> LoraSettings:
     r = values.get("r", 8)
     if not isinstance(r, int) or isinstance(r, bool) or r < 1:
         raise ValueError(f"{where_kw}.r={r!r} must be a positive integer (the LoRA rank).")
-    alpha = values.get("alpha", r)
+    alpha = values.get("alpha", 8)  # peft's default, whatever r (TerraTorch configs rely on it)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
         raise ValueError(f"{where_kw}.alpha={alpha!r} must be a positive number.")
     dropout = values.get("dropout", 0.0)

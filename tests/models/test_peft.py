@@ -66,6 +66,21 @@ def test_trainable_count_matches_peft_and_is_at_most_ten_percent():
     assert "%" in summary.describe() and "LoRA:" in summary.describe()
 
 
+def test_rank_alpha_dropout_and_bias_take_effect():
+    model = vit_model()
+    apply_lora(model, lora_settings({**LORA, "r": 4, "alpha": 12, "dropout": 0.25, "bias": "lora_only"}))
+    qkv = model.encoder.blocks[0].attn.qkv
+    assert qkv.lora_A["default"].weight.shape == (4, 256) and qkv.scaling["default"] == 3.0
+    assert isinstance(qkv.lora_dropout["default"], torch.nn.Dropout) and qkv.lora_dropout["default"].p == 0.25
+    trainable = {n for n, p in model.encoder.named_parameters() if p.requires_grad and ".lora_" not in n}
+    assert trainable and all(n.endswith("base_layer.bias") for n in trainable)  # targeted layers only
+    everything = vit_model()
+    apply_lora(everything, lora_settings({**LORA, "bias": "all"}))
+    biases = {n for n, p in everything.encoder.named_parameters() if p.requires_grad and ".lora_" not in n}
+    assert "blocks.0.mlp.fc1.bias" in biases and "blocks.0.norm1.bias" in biases
+    assert lora_settings({"target_modules": ["qkv"], "r": 16}).alpha == 8.0  # peft's default
+
+
 def test_regex_targets_whole_names():
     model = vit_model()
     adapted = apply_lora(model, lora_settings({**LORA, "target_modules": r"blocks\.[0-1]\.attn\.qkv"}))

@@ -50,7 +50,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -72,6 +72,9 @@ from geofm.tasks.terratorch_args import (
     param_groups_from_lr_overrides,
     tiled_from_terratorch,
 )
+
+if TYPE_CHECKING:
+    from geofm.models.peft import LoraSettings
 
 __all__ = ["BaseTask", "STAGES", "check_class_targets"]
 
@@ -481,7 +484,7 @@ class BaseTask(LightningModule, ABC):
                     )
                 freeze()
 
-    def _lora_settings(self) -> Any:
+    def _lora_settings(self) -> LoraSettings | None:
         """The task's ``peft`` or TerraTorch's ``model_args.peft_config``, read as LoRA
         settings (``None`` when neither is set)."""
         ours = self.hparams.get("peft")

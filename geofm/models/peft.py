@@ -111,18 +111,26 @@ def lora_settings(spec: Mapping[str, Any], where: str = "peft") -> LoraSettings:
             message names the key at fault.
     """
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{where} must be a mapping such as {{method: lora, r: 8, target_modules: [qkv]}}, got {spec!r}.")
+        raise ValueError(
+            f"{where} must be a mapping such as {{method: lora, r: 8, target_modules: [qkv]}}, "
+            f"got {spec!r}."
+        )
     values = dict(spec)
     if "peft_config_kwargs" in values:  # TerraTorch's form: peft's LoraConfig arguments inside
         unknown = sorted(set(values) - _TERRATORCH_KEYS)
         if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown} beside peft_config_kwargs; TerraTorch's form takes {sorted(_TERRATORCH_KEYS)}.")
+            raise ValueError(
+                f"{where}: unknown keys {unknown} beside peft_config_kwargs; TerraTorch's form "
+                f"takes {sorted(_TERRATORCH_KEYS)}."
+            )
         inner = values.pop("peft_config_kwargs") or {}
         if not isinstance(inner, Mapping):
             raise ValueError(f"{where}.peft_config_kwargs must be a mapping, got {inner!r}.")
         clash = sorted(set(inner) & set(values))
         if clash:
-            raise ValueError(f"{where}: {clash} given both in and beside peft_config_kwargs; keep one.")
+            raise ValueError(
+                f"{where}: {clash} given both in and beside peft_config_kwargs; keep one."
+            )
         values.update(inner)
         where_kw = f"{where}.peft_config_kwargs"
     else:
@@ -141,14 +149,20 @@ def lora_settings(spec: Mapping[str, Any], where: str = "peft") -> LoraSettings:
         )
     method = str(values.pop("method", "lora"))
     if method.lower() != "lora":
-        raise ValueError(f"{where}.method={method!r}: geofm supports method 'lora' (TerraTorch's 'LORA') only.")
+        raise ValueError(
+            f"{where}.method={method!r}: geofm supports method 'lora' (TerraTorch's 'LORA') only."
+        )
     targets = values.pop("target_modules", None)
     if isinstance(targets, str):
         try:
             re.compile(targets)
         except re.error as err:
-            raise ValueError(f"{where_kw}.target_modules={targets!r} is not a valid regular expression ({err}).") from err
-    elif isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets):
+            raise ValueError(
+                f"{where_kw}.target_modules={targets!r} is not a valid regular expression ({err})."
+            ) from err
+    elif isinstance(targets, (list, tuple)) and targets and all(
+        isinstance(t, str) and t for t in targets
+    ):
         targets = tuple(targets)
     else:
         raise ValueError(
@@ -169,7 +183,9 @@ def lora_settings(spec: Mapping[str, Any], where: str = "peft") -> LoraSettings:
         raise ValueError(f"{where_kw}.bias={bias!r} must be one of {list(_BIAS)}.")
     replace_qkv = values.get("replace_qkv")
     if replace_qkv is not None and (not isinstance(replace_qkv, str) or not replace_qkv):
-        raise ValueError(f"{where}.replace_qkv={replace_qkv!r} must be a module name such as 'qkv'.")
+        raise ValueError(
+            f"{where}.replace_qkv={replace_qkv!r} must be a module name such as 'qkv'."
+        )
     return LoraSettings(targets, int(r), float(alpha), float(dropout), str(bias), replace_qkv)
 
 
@@ -191,7 +207,8 @@ class SplitQKV(nn.Module):
             )
         bias = fused.bias is not None
         for index, name in enumerate(("q_linear", "k_linear", "v_linear")):
-            part = nn.Linear(dim, dim, bias=bias, device=fused.weight.device, dtype=fused.weight.dtype)
+            weight = fused.weight
+            part = nn.Linear(dim, dim, bias=bias, device=weight.device, dtype=weight.dtype)
             with torch.no_grad():
                 part.weight.copy_(fused.weight[index * dim : (index + 1) * dim])
                 if bias:
@@ -226,7 +243,10 @@ def _split_qkv(encoder: nn.Module, suffix: str) -> int:
     for name in names:
         module = encoder.get_submodule(name)
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"replace_qkv={suffix!r}: '{name}' is a {type(module).__name__}, not a linear layer.")
+            raise ValueError(
+                f"replace_qkv={suffix!r}: '{name}' is a {type(module).__name__}, not a linear "
+                "layer."
+            )
         _replace(encoder, name, SplitQKV(module))
     if not names:
         raise ValueError(
@@ -289,7 +309,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     if not isinstance(encoder, nn.Module) or not callable(getattr(model, "freeze_encoder", None)):
         raise TypeError(
             f"LoRA is applied to a model's backbone (model.encoder) and needs freeze_encoder(); "
-            f"{type(model).__name__} has {'no encoder' if encoder is None else 'no freeze_encoder'}. "
+            f"{type(model).__name__} has "
+            f"{'no encoder' if encoder is None else 'no freeze_encoder'}. "
             "Build the model with a geofm model factory."
         )
     if settings.replace_qkv:
@@ -316,7 +337,10 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     from peft.tuners.lora import LoraLayer
 
     adapted = [n for n, m in encoder.named_modules() if isinstance(m, LoraLayer)]
-    log.info("LoRA (r=%d, alpha=%g) on %d layers of the backbone: %s", settings.r, settings.alpha, len(adapted), _short(adapted))
+    log.info(
+        "LoRA (r=%d, alpha=%g) on %d layers of the backbone: %s",
+        settings.r, settings.alpha, len(adapted), _short(adapted),
+    )
     return adapted
 
 

@@ -36,7 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["base_weights_file", "file_sha256", "restore_checkpoint", "trim_checkpoint", "CHECKPOINT_KEY"]
+__all__ = [
+    "CHECKPOINT_KEY", "base_weights_file", "file_sha256", "restore_checkpoint", "trim_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _FILE_HASHES[key]
 
 
-def base_weights_file(model_args: Mapping[str, Any] | None, encoder: nn.Module | None) -> Path | None:
+def base_weights_file(
+    model_args: Mapping[str, Any] | None, encoder: nn.Module | None
+) -> Path | None:
     """The file the backbone's weights came from, when there is one.
 
     ``backbone_ckpt_path`` (or timm's ``backbone_pretrained_cfg_overlay: {file: ...}``), else

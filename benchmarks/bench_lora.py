@@ -82,8 +82,14 @@ def vit_fractions() -> None:
                   f"{_mb(kept):>10} vs {_mb(s.full):>9}")
 
 
-def _train(config: dict, run: Path, tiles: Path, stats: Path, epochs: int) -> tuple[float, float, object]:
-    """Fit ``config`` on the demo's tiles, validate the best checkpoint; (water IoU, minutes, task)."""
+def _train(
+    config: dict, run: Path, tiles: Path, stats: Path, epochs: int
+) -> tuple[float, float, object, int]:
+    """Fit ``config`` on the demo's tiles and validate the best checkpoint.
+
+    Returns:
+        The water IoU, the fit's minutes, the task, and the checkpoint's size in bytes.
+    """
     from geofm.cli_lightning import best_checkpoint, run_lightning_cli
 
     path = run / "config.yaml"
@@ -107,7 +113,8 @@ def _train(config: dict, run: Path, tiles: Path, stats: Path, epochs: int) -> tu
     minutes = (time.perf_counter() - started) / 60
     best = best_checkpoint(run / "checkpoints")
     validation = run_lightning_cli(["validate", *common, "--ckpt_path", str(best)])
-    return float(validation.trainer.callback_metrics["val/IoU_water"]), minutes, fit.model
+    iou = float(validation.trainer.callback_metrics["val/IoU_water"])
+    return iou, minutes, fit.model, best.stat().st_size
 
 
 def flood_report(data_root: Path, epochs: int, workdir: Path) -> None:
@@ -137,17 +144,18 @@ def flood_report(data_root: Path, epochs: int, workdir: Path) -> None:
 
     results = {}
     for name, cfg in (("full fine-tuning", full), ("LoRA r=8 conv1/conv2", lora)):
-        iou, minutes, task = _train(cfg, workdir / name.split()[0], tiles, stats, epochs)
+        iou, minutes, task, size = _train(cfg, workdir / name.split()[0], tiles, stats, epochs)
         summary = parameter_summary(task.model)
-        trainable = summary.trainable
-        results[name] = (trainable, summary.full, iou, minutes)
+        results[name] = (summary.trainable, summary.full, iou, minutes, size)
     print()
     print(f"Flood example: {counts['train']} training / {counts['val']} validation tiles of 64 px, "
           f"ResNet-18 + U-Net, {epochs} epochs, same schedule; random ResNet-18 base (see caveat)")
-    print(f"{'run':<24} {'trainable':>12} {'of':>10} {'fraction':>9} {'val water IoU':>14} {'fit time':>9}")
-    for name, (trainable, full_count, iou, minutes) in results.items():
+    print(f"{'run':<24} {'trainable':>12} {'of':>10} {'fraction':>9} {'val water IoU':>14} "
+          f"{'fit time':>9} {'checkpoint':>11}")
+    for name, (trainable, full_count, iou, minutes, size) in results.items():
         print(f"{name:<24} {trainable / 1e6:>10.2f} M {full_count / 1e6:>8.2f} M "
-              f"{100 * trainable / full_count:>8.1f}% {iou:>14.4f} {minutes:>7.1f} min")
+              f"{100 * trainable / full_count:>8.1f}% {iou:>14.4f} {minutes:>7.1f} min "
+              f"{size / 2**20:>8.1f} MB")
     print("Caveat: no pretrained weights offline; LoRA on a random frozen backbone is expected to "
           "trail full fine-tuning.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 import pytest
@@ -128,10 +129,15 @@ def test_resume_continues_with_the_optimizer_state(trained, base_file, tmp_path)
     assert steps == {3}  # two steps restored, one more taken
 
 
-def test_random_backbone_keeps_its_base_in_the_checkpoint(tmp_path):
+def test_random_backbone_keeps_its_base_in_the_checkpoint(tmp_path, caplog):
     torch.manual_seed(0)
     task = SemanticSegmentationTask(model_args=model_args(), peft=LORA)
-    _, path = fit(task, tmp_path, steps=1)
+    with caplog.at_level(logging.INFO):
+        _, path = fit(task, tmp_path, steps=1)
+    # printed at fit start: the count, and that the base goes into the checkpoints
+    summary = task.peft_summary
+    assert f"({100 * summary.fraction:.2f} % of full fine-tuning)" in caplog.text
+    assert "checkpoints keep them too" in caplog.text
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint[CHECKPOINT_KEY]["base"] is None and not checkpoint[CHECKPOINT_KEY]["base_keys"]
     assert set(checkpoint["state_dict"]) == set(task.state_dict())

@@ -82,3 +82,14 @@ def test_lora_fine_tunes_and_predicts_the_flood_chip(tmp_path):
         assert (pred.width, pred.height, pred.crs) == (src.width, src.height, src.crs)
         values = np.unique(pred.read(1))
     assert set(values.tolist()) <= {0, 1, 255}
+
+    # geofm export merges the LoRA weights: the ONNX file holds no adapter and matches the task
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from geofm.cli import main as geofm
+
+    model_file = tmp_path / "water.onnx"
+    assert geofm(["export", "-c", str(path), "--ckpt_path", str(last), "-o", str(model_file)]) == 0
+    names = [init.name for init in onnx.load(str(model_file)).graph.initializer]
+    assert names and not any("lora" in name for name in names)

@@ -318,6 +318,61 @@ model:
     ignore_index: -1
 """ + OPTIMIZER
 
+# examples/confs/sen1floods11_vit_peft.yaml: LoRA through model_args.peft_config, with the
+# fused qkv split (replace_qkv) so that LoRA targets q and v apart, and an auxiliary head.
+VIT_PEFT = """
+data:
+  class_path: terratorch.datamodules.GenericNonGeoSegmentationDataModule
+  init_args:
+    batch_size: 2
+    num_workers: 0
+    train_data_root: {seg}/train/images
+    train_label_data_root: {seg}/train/labels
+    val_data_root: {seg}/val/images
+    val_label_data_root: {seg}/val/labels
+    img_grep: "*_img.tif"
+    label_grep: "lbl_*.tif"
+    no_label_replace: -1
+""" + HLS_STATS + """
+    num_classes: 3
+model:
+  class_path: terratorch.tasks.SemanticSegmentationTask
+  init_args:
+    model_args:
+      decoder: FCNDecoder
+      backbone_pretrained: false
+      backbone: prithvi_eo_tiny
+      decoder_channels: 32
+      backbone_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+      num_classes: 3
+      head_dropout: 0.1
+      decoder_num_convs: 2
+      necks:
+        - name: SelectIndices
+          indices: [-1]
+        - name: ReshapeTokensToImage
+      peft_config:
+        method: LORA
+        replace_qkv: qkv
+        peft_config_kwargs:
+          target_modules: [qkv.q_linear, qkv.v_linear, mlp.fc1, mlp.fc2]
+          lora_alpha: 16
+          r: 16
+    loss: ce
+    aux_heads:
+      - name: aux_head
+        decoder: FCNDecoder
+        decoder_args:
+          decoder_channels: 32
+          decoder_in_index: -1
+          decoder_num_convs: 2
+          head_dropout: 0.1
+    aux_loss:
+      aux_head: 1.0
+    ignore_index: -1
+    freeze_backbone: false
+""" + OPTIMIZER
+
 # examples/tutorials/PrithviEOv2/configs/prithvi_v2_eo_300_tl_unet_agb.yaml: regression,
 # -1 placeholder bands, D4, plot_on_val: true.
 AGB_REGRESSION = """
@@ -600,6 +655,7 @@ CONFIGS = {
     "sen1floods11_smp": SEN1FLOODS11_SMP,
     "smp_factory": SMP_FACTORY,
     "vit_without_necks": VIT_WITHOUT_NECKS,
+    "vit_peft": VIT_PEFT,
     "agb_regression": AGB_REGRESSION,
     "forestnet_timm": FORESTNET_TIMM,
     "multi_temporal_crop": MULTI_TEMPORAL_CROP,

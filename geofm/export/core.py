@@ -14,6 +14,10 @@ The steps, for every format:
    sizes; above the tolerance nothing is written and :class:`ExportCheckError` says by how
    much;
 4. move the file and its metadata (``<file>.json``, see :mod:`geofm.export.metadata`) in place.
+
+A task with LoRA is exported from a copy whose LoRA weights are merged into the backbone
+(:func:`geofm.models.peft.merge_lora`): the file runs without peft, safetensors hold the
+backbone's own names, and the checks compare the file with the unmerged task.
 """
 
 from __future__ import annotations
@@ -169,6 +173,18 @@ def _size_multiple(task: Any, channels: int, frames: int) -> int:
             if side % feature.shape[-1] == 0 and stride & (stride - 1) == 0:  # a power of two
                 multiple = math.lcm(multiple, stride)
     return multiple
+
+
+def _merged(task: Any) -> Any:
+    """``task``, or for a task with LoRA a copy with the LoRA weights merged into the backbone."""
+    from geofm.models.peft import has_lora, merge_lora
+
+    if not has_lora(task.model):
+        return task
+    twin = copy.deepcopy(task)
+    count = merge_lora(twin.model)
+    log.info("Merged the LoRA weights of %d layers into the backbone for export.", count)
+    return twin.eval()
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -389,9 +405,16 @@ def load_safetensors(task: Any, path: str | Path, strict: bool = True) -> None:
     result = task.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k.startswith(("model.", "preprocess."))]
     if strict and (missing or result.unexpected_keys):
+        from geofm.models.peft import has_lora
+
+        hint = (
+            " The file holds LoRA merged into the backbone (geofm export merges it): build the "
+            "task without peft / model_args.peft_config to load it."
+            if has_lora(task.model) else ""
+        )
         raise ExportError(
             f"'{path}' does not fit this task: missing {missing[:5]}, unexpected "
-            f"{list(result.unexpected_keys)[:5]}. Build the task from the config it was exported from."
+            f"{list(result.unexpected_keys)[:5]}. Build the task from the config it was exported from.{hint}"
         )
 
 
@@ -480,7 +503,8 @@ def _export(
     tile_size: Any, tile_overlap: Any, num_frames: Any, dynamic: bool, opset: int,
     tolerance: float, config_text: str | None, seed: int, traced: ExportResult | None,
 ) -> ExportResult:
-    preprocess = _single_preprocess(task)
+    source = _merged(task)  # what is written; ``task`` is what the file is checked against
+    preprocess = _single_preprocess(source)
     bands = resolve_input_bands(
         _model_band_count(task, preprocess),
         dataset_bands,
@@ -489,7 +513,7 @@ def _export(
         trained_names=getattr(preprocess, "bands", None),
     )
     frames = _frames(task, num_frames)
-    graph = ExportGraph(preprocess, task.model, bands.indexes, nodata, frames, len(bands.file_bands)).eval()
+    graph = ExportGraph(preprocess, source.model, bands.indexes, nodata, frames, len(bands.file_bands)).eval()
     tile, overlap = _tile(task, tile_size, tile_overlap)
     multiple = _size_multiple(task, len(bands.model_bands), frames)
     # Traced at a size of at least 2 multiples (and 64 pixels), so that no feature map is a
@@ -513,8 +537,8 @@ def _export(
         staged = staging / path.name
         if format == "safetensors":
             sizes = [first, second]
-            _save_safetensors(task, staged, metadata(None, sizes, 0.0))
-            diff = _check_safetensors(task, staged, graph, bands, frames, sizes, seed)
+            _save_safetensors(source, staged, metadata(None, sizes, 0.0))
+            diff = _check_safetensors(source, task, staged, graph, bands, frames, sizes, seed)
             meta = metadata(None, sizes, diff)
             program = None
         else:
@@ -624,11 +648,12 @@ def _pixel_wise(task: Any) -> bool:
 
 
 def _check_safetensors(
-    task: Any, staged: Path, graph: ExportGraph, bands: InputBands, frames: int,
+    written: Any, task: Any, staged: Path, graph: ExportGraph, bands: InputBands, frames: int,
     sizes: Sequence[tuple[int, int]], seed: int,
 ) -> float:
-    """Load the written weights into a copy of the task and compare the two tasks' logits."""
-    twin = copy.deepcopy(task)
+    """Load the written weights into a copy of the task they were ``written`` from and
+    compare its logits with ``task``'s."""
+    twin = copy.deepcopy(written)
     for parameter in twin.parameters():
         with torch.no_grad():
             parameter.add_(1.0)  # the file must restore every weight

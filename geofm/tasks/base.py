@@ -50,7 +50,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -72,6 +72,9 @@ from geofm.tasks.terratorch_args import (
     param_groups_from_lr_overrides,
     tiled_from_terratorch,
 )
+
+if TYPE_CHECKING:
+    from geofm.models.peft import LoraSettings
 
 __all__ = ["BaseTask", "STAGES", "check_class_targets"]
 
@@ -277,6 +280,12 @@ class BaseTask(LightningModule, ABC):
         path_to_record_metrics: TerraTorch's setting: a folder where each test run also writes
             its metrics as ``metrics.csv`` (columns ``Metric``, ``Value``; the epoch's values
             over the whole test set, which TerraTorch's file gives only for its last batch).
+        peft: LoRA on the backbone (needs ``pip install 'geofm[peft]'``): ``{method: lora, r: 8,
+            alpha: 16, dropout: 0.0, bias: none, target_modules: [qkv, proj]}``
+            (``target_modules``: module-name suffixes or one regular expression); TerraTorch's
+            ``model_args.peft_config`` is read the same way. The backbone's base weights are
+            frozen; checkpoints keep the trained part and a reference to the base weight file
+            (see :mod:`geofm.models.peft` and :mod:`geofm.tasks.peft_checkpoint`).
     """
 
     #: ``task`` argument of the model factory
@@ -321,6 +330,7 @@ class BaseTask(LightningModule, ABC):
         aux_heads: list[dict[str, Any]] | None = None,
         lr_overrides: dict[str, float] | None = None,
         path_to_record_metrics: str | None = None,
+        peft: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Modules are not hyperparameters: they are neither YAML nor needed to rebuild.
@@ -378,6 +388,8 @@ class BaseTask(LightningModule, ABC):
         self._plot_skipped_logged = False
         self._rgb_modality: str | None = None
         self._pretrained_logged: set[str] = set()
+        #: LoRA settings (``peft`` / ``model_args.peft_config``), ``None`` without LoRA.
+        self.lora = self._lora_settings()
         self.configure_models(model)
         # After the model: a backbone that declares modalities gets one Preprocess per modality.
         self.preprocess = self._build_preprocess(means, stds)
@@ -444,7 +456,8 @@ class BaseTask(LightningModule, ABC):
     def configure_models(self, model: nn.Module | None = None) -> None:
         """Build ``self.model`` with the model factory (or take ``model``), then freeze parts."""
         if model is None:
-            args = dict(self.hparams.model_args)
+            # TerraTorch's LoRA setting is the task's (applied below), not the factory's.
+            args = {k: v for k, v in self.hparams.model_args.items() if k != "peft_config"}
             if self.needs_num_classes:
                 args.setdefault("num_classes", self.num_classes)
             if self.hparams.get("aux_heads"):
@@ -452,6 +465,15 @@ class BaseTask(LightningModule, ABC):
             factory = MODEL_FACTORY_REGISTRY.build(self.hparams.model_factory)
             model = factory.build_model(self.model_task, **args)
         self.model = model
+        if self.lora is not None:
+            from geofm.models.peft import apply_lora
+
+            if self.hparams.freeze_backbone:
+                raise ValueError(
+                    "model.init_args.freeze_backbone: true would freeze the LoRA weights too; "
+                    "with peft the backbone's base weights are frozen already. Remove one."
+                )
+            apply_lora(self.model, self.lora)
         for flag, method in _FREEZE:
             if self.hparams.get(flag):  # tasks without freeze flags (MAE) lack them
                 freeze = getattr(self.model, method, None)
@@ -461,6 +483,53 @@ class BaseTask(LightningModule, ABC):
                         "geofm Model or freeze the parameters yourself."
                     )
                 freeze()
+
+    def _lora_settings(self) -> LoraSettings | None:
+        """The task's ``peft`` or TerraTorch's ``model_args.peft_config``, read as LoRA
+        settings (``None`` when neither is set)."""
+        ours = self.hparams.get("peft")
+        theirs = (self.hparams.model_args or {}).get("peft_config")
+        if ours and theirs:
+            raise ValueError(
+                "model.init_args.peft and model_args.peft_config both set LoRA; keep one "
+                "(peft_config is TerraTorch's form)."
+            )
+        if not ours and not theirs:
+            return None
+        from geofm.models.peft import lora_settings
+
+        if ours:
+            return lora_settings(ours, "model.init_args.peft")
+        return lora_settings(theirs, "model.init_args.model_args.peft_config")
+
+    def on_fit_start(self) -> None:
+        """With LoRA: print the trainable parameter count and fraction, and where the base
+        weights of checkpoints come from."""
+        if self.lora is None:
+            return
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from geofm.models.peft import parameter_summary
+        from geofm.tasks.peft_checkpoint import base_weights_file
+
+        self.peft_summary = parameter_summary(self.model)
+        rank_zero_info(self.peft_summary.describe())
+        base = base_weights_file(self.hparams.model_args, getattr(self.model, "encoder", None))
+        if base is None:
+            rank_zero_info(
+                "LoRA: the backbone's base weights come from no weight file (random or "
+                "non-local initialisation), so checkpoints keep them too; set "
+                "model_args.backbone_ckpt_path to store only the trained part."
+            )
+        else:
+            rank_zero_info(f"LoRA: checkpoints keep the trained part and refer to the base weights '{base}'.")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """With LoRA: leave the base weights out, keeping a reference to their file."""
+        if self.lora is not None:
+            from geofm.tasks.peft_checkpoint import trim_checkpoint
+
+            trim_checkpoint(self, checkpoint, self.lora.as_dict())
 
     def _build_preprocess(self, means: Any, stds: Any) -> Preprocess | MultiModalPreprocess:
         """The task's preprocessing for ``self.model``, with the task's own ``means``/``stds``.
@@ -678,7 +747,11 @@ class BaseTask(LightningModule, ABC):
                 )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check the checkpoint's bands against the data's, and complete old checkpoints."""
+        """Check the checkpoint's bands against the data's, and complete old checkpoints
+        (LoRA checkpoints: with the base weights they refer to)."""
+        from geofm.tasks.peft_checkpoint import restore_checkpoint
+
+        restore_checkpoint(self, checkpoint)
         state = checkpoint.get("state_dict", {})
         if isinstance(self.preprocess, MultiModalPreprocess):
             given = self._input_bands if isinstance(self._input_bands, Mapping) else {}

@@ -211,25 +211,15 @@ def detect_scene(
                     polygons = _tile_mask_polygons(data.tile, kept["masks"], grid, transform)
                     geometries.extend(polygons)
 
-        pending: list[TileData] = []
-        futures: list[Any] = []
         bar = tqdm(total=len(tiles), unit="tile", disable=not progress, dynamic_ncols=True)
+        batches = source.batches(tiles, grid.shape[1], batch_size)
         try:
-            futures = [source.submit(t, grid.shape[1]) for t in tiles[: batch_size * 2]]
-            next_submit = len(futures)
-            for _ in range(len(tiles)):
-                pending.append(futures.pop(0).result())
-                if next_submit < len(tiles):
-                    futures.append(source.submit(tiles[next_submit], grid.shape[1]))
-                    next_submit += 1
-                if len(pending) == batch_size or not futures:
-                    consume(pending)
-                    bar.update(len(pending))
-                    pending = []
+            for batch in batches:
+                consume(batch)
+                bar.update(len(batch))
         finally:
+            batches.close()  # cancels the reads still queued when the detector fails
             bar.close()
-            for future in futures:
-                future.cancel()
     if not boxes:
         none = (np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
         return SceneDetections(*none, None, crs, transform, len(tiles))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from affine import Affine
 
+from geofm.data.coco_labels import CocoLabels
 from geofm.data.collate import collate_detection
 from geofm.data.datamodules.detection import GenericNonGeoDetectionDataModule
 from geofm.data.datasets.detection import GenericNonGeoDetectionDataset
@@ -259,6 +260,14 @@ def test_coco_file_gives_boxes_labels_and_masks(tmp_path):
             tmp_path / "images", tmp_path / "images", img_grep="*.tif",
             coco_file=tmp_path / "coco.json",
         )
+    twice = {**coco, "images": [*coco["images"], {"id": 9, "file_name": "a.tif"}]}
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(LabelFileError, match=r"twice\.json' lists file_name 'a\.tif' twice"):
+        CocoLabels(tmp_path / "twice.json")
+    twice["images"][-1] = {"id": 1, "file_name": "c.tif"}
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(LabelFileError, match=r"lists id 1 twice"):
+        CocoLabels(tmp_path / "twice.json")
     with pytest.raises(LabelFileError, match=r"class_names \['pool', 'building'\] differ"):
         GenericNonGeoDetectionDataset(
             tmp_path / "images", img_grep="*.tif", coco_file=tmp_path / "coco.json",

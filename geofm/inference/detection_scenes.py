@@ -327,7 +327,8 @@ def predict_task_scene_detections(
     ``.gpkg``) in ``output_dir``. Under ``torchrun`` each process takes its share.
 
     Args:
-        task: The detection task (its preprocessing, model, thresholds and class names).
+        task: The detection task (its preprocessing, model, thresholds and class names; the
+            datamodule's ``class_names`` when the task has none).
         datamodule: A datamodule whose ``predict_dataset`` lists ``image_files``.
         ckpt_path: The checkpoint to predict with.
         output_dir: Where the vector files go.
@@ -370,6 +371,8 @@ def predict_task_scene_detections(
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     output_dir = Path(output_dir)
     suffix = VECTOR_FORMATS[output_format][0]
+    # The task's names, else the datamodule's (the same fallback as VectorPredictionWriter).
+    class_names = task.hparams.get("class_names") or getattr(datamodule, "class_names", None)
     written = []
     for scene in sorted(Path(s) for s in scenes)[rank::world]:
         written.append(
@@ -377,7 +380,7 @@ def predict_task_scene_detections(
                 task.detect,
                 scene,
                 output_dir / f"{scene.stem}_pred{suffix}",
-                class_names=task.hparams.get("class_names"),
+                class_names=class_names,
                 iou_threshold=task.hparams.iou_threshold,
                 bands=list(indexes) if indexes is not None else None,
                 device=device,

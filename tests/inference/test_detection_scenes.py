@@ -214,13 +214,17 @@ def test_task_streaming_route_writes_one_file_per_scene(tmp_path):
         prediction_format="geojson",
     )
     datamodule = SimpleNamespace(
-        setup=lambda stage: None, predict_dataset=SimpleNamespace(image_files=[scenes / "one.tif"])
+        setup=lambda stage: None, predict_dataset=SimpleNamespace(image_files=[scenes / "one.tif"]),
+        class_names=["small", "large"],
     )
     written = predict_task_scenes(
         task, datamodule, None, tmp_path / "out", {"tile_size": TILE, "overlap": OVERLAP, "num_workers": 0}
     )
     assert [p.name for p in written] == ["one_pred.geojson"]
-    assert len(gpd.read_file(written[0])) == len(placed)
+    frame = gpd.read_file(written[0])
+    assert len(frame) == len(placed)
+    # The task has no class names: the datamodule's name the classes.
+    assert sorted(set(frame["class_name"])) == ["large", "small"]
     with pytest.raises(ValueError, match=r"\['resume'\] apply to pixel-wise"):
         predict_task_scenes(task, datamodule, None, tmp_path / "out", {"resume": True})
 

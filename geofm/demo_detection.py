@@ -67,8 +67,9 @@ def vectorise_water(label: Path, out: Path, min_pixels: int = 20, value: int = 1
     ]
     polygons = [p for p in polygons if p.area >= min_pixels * pixel_area]
     frame = geopandas.GeoDataFrame({"class": ["water"] * len(polygons)}, geometry=polygons, crs=crs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_file(out, driver="GeoJSON")
+    from geofm.inference.vector_writer import write_vector
+
+    write_vector(frame, out)  # temp name, then renamed: no half-written label file
     return len(polygons)
 
 

@@ -39,8 +39,9 @@ class CocoLabels:
         arg: Name of the setting that gave ``path``, for messages.
 
     Raises:
-        LabelFileError: the file is not COCO JSON, lacks a key, has an annotation of an unknown
-            image or category, or its categories differ from ``class_names``.
+        LabelFileError: the file is not COCO JSON, lacks a key, lists an image twice, has an
+            annotation of an unknown image or category, or its categories differ from
+            ``class_names``.
     """
 
     def __init__(
@@ -70,6 +71,13 @@ class CocoLabels:
         self._images: dict[str, dict[str, Any]] = {}
         by_id: dict[Any, dict[str, Any]] = {}
         for image in data["images"]:
+            # A repeated entry would silently take the place of the first, annotations and all.
+            for key, seen in (("file_name", self._images), ("id", by_id)):
+                if image.get(key) in seen:
+                    raise LabelFileError(
+                        f"{arg}='{path}' lists {key} {image.get(key)!r} twice in 'images'; "
+                        "give each image one entry."
+                    )
             entry = {**image, "annotations": []}
             self._images[str(image["file_name"])] = entry
             by_id[image["id"]] = entry

@@ -211,25 +211,15 @@ def detect_scene(
                     polygons = _tile_mask_polygons(data.tile, kept["masks"], grid, transform)
                     geometries.extend(polygons)
 
-        pending: list[TileData] = []
-        futures: list[Any] = []
         bar = tqdm(total=len(tiles), unit="tile", disable=not progress, dynamic_ncols=True)
+        batches = source.batches(tiles, grid.shape[1], batch_size)
         try:
-            futures = [source.submit(t, grid.shape[1]) for t in tiles[: batch_size * 2]]
-            next_submit = len(futures)
-            for _ in range(len(tiles)):
-                pending.append(futures.pop(0).result())
-                if next_submit < len(tiles):
-                    futures.append(source.submit(tiles[next_submit], grid.shape[1]))
-                    next_submit += 1
-                if len(pending) == batch_size or not futures:
-                    consume(pending)
-                    bar.update(len(pending))
-                    pending = []
+            for batch in batches:
+                consume(batch)
+                bar.update(len(batch))
         finally:
+            batches.close()  # cancels the reads still queued when the detector fails
             bar.close()
-            for future in futures:
-                future.cancel()
     if not boxes:
         none = (np.zeros((0, 4)), np.zeros(0, np.float32), np.zeros(0, np.int64))
         return SceneDetections(*none, None, crs, transform, len(tiles))
@@ -337,7 +327,8 @@ def predict_task_scene_detections(
     ``.gpkg``) in ``output_dir``. Under ``torchrun`` each process takes its share.
 
     Args:
-        task: The detection task (its preprocessing, model, thresholds and class names).
+        task: The detection task (its preprocessing, model, thresholds and class names; the
+            datamodule's ``class_names`` when the task has none).
         datamodule: A datamodule whose ``predict_dataset`` lists ``image_files``.
         ckpt_path: The checkpoint to predict with.
         output_dir: Where the vector files go.
@@ -380,6 +371,8 @@ def predict_task_scene_detections(
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     output_dir = Path(output_dir)
     suffix = VECTOR_FORMATS[output_format][0]
+    # The task's names, else the datamodule's (the same fallback as VectorPredictionWriter).
+    class_names = task.hparams.get("class_names") or getattr(datamodule, "class_names", None)
     written = []
     for scene in sorted(Path(s) for s in scenes)[rank::world]:
         written.append(
@@ -387,7 +380,7 @@ def predict_task_scene_detections(
                 task.detect,
                 scene,
                 output_dir / f"{scene.stem}_pred{suffix}",
-                class_names=task.hparams.get("class_names"),
+                class_names=class_names,
                 iou_threshold=task.hparams.iou_threshold,
                 bands=list(indexes) if indexes is not None else None,
                 device=device,

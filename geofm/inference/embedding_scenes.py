@@ -33,7 +33,6 @@ import json
 import logging
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -328,27 +327,18 @@ class _SceneEmbedding:
             tiles = list(self.grid)
             cols = self.grid.shape[1]
             first = start * cols
-            prefetch = batch_size + 2 * max(self.source.num_workers, 1)
-            pending: deque = deque()
             bar = tqdm(total=len(tiles), initial=first, unit="tile", desc=self.source.path.name,
                        disable=not progress, dynamic_ncols=True)
             started = time.perf_counter()
+            self._row_state: dict[str, Any] = {}
+            batches = self.source.batches(tiles, cols, batch_size, first)
             try:
-                next_submit, batch = first, []
-                self._row_state: dict[str, Any] = {}
-                for index in range(first, len(tiles)):
-                    while next_submit < len(tiles) and len(pending) < prefetch:
-                        pending.append(self.source.submit(tiles[next_submit], cols))
-                        next_submit += 1
-                    batch.append(pending.popleft().result())
-                    if len(batch) == batch_size or index == len(tiles) - 1:
-                        self._consume(batch)
-                        bar.update(len(batch))
-                        batch = []
+                for batch in batches:
+                    self._consume(batch)
+                    bar.update(len(batch))
             finally:
+                batches.close()  # cancels the reads still queued
                 bar.close()
-                for future in pending:
-                    future.cancel()
             seconds = time.perf_counter() - started
             log.info("%s: %d tiles in %.1f s.", self.source.path, len(tiles) - first, seconds)
             return self._finish()

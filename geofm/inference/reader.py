@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,6 +241,32 @@ class RasterTileSource:
             return future
         worker = min(tile.grid_col * len(self._pools) // max(grid_cols, 1), len(self._pools) - 1)
         return self._pools[worker].submit(self.read, tile)
+
+    def batches(
+        self, tiles: Sequence[Tile], grid_cols: int, batch_size: int, start: int = 0
+    ) -> Iterator[list[TileData]]:
+        """``tiles[start:]`` read in order, ``batch_size`` at a time (the last batch shorter).
+
+        Reads are queued a few batches ahead on the reader threads, so a model consuming one
+        batch never waits on I/O for the next. Reads still queued when the caller stops (an
+        error, or ``close()`` on the iterator) are cancelled.
+        """
+        # Enough reads in flight to fill the next batch while the model runs this one.
+        prefetch = batch_size + 2 * max(self.num_workers, 1)
+        pending: deque[Future[TileData]] = deque()
+        next_submit, batch = start, []
+        try:
+            for index in range(start, len(tiles)):
+                while next_submit < len(tiles) and len(pending) < prefetch:
+                    pending.append(self.submit(tiles[next_submit], grid_cols))
+                    next_submit += 1
+                batch.append(pending.popleft().result())
+                if len(batch) == batch_size or index == len(tiles) - 1:
+                    yield batch
+                    batch = []
+        finally:
+            for future in pending:
+                future.cancel()
 
     def _close_local(self) -> None:
         dataset = getattr(self._local, "dataset", None)

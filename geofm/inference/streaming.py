@@ -27,7 +27,6 @@ import functools
 import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -448,9 +447,6 @@ class _SceneRun:
             start = len(tiles)
         else:
             start = self.grid.first_grid_row_touching(self.sink.rows_done) * cols
-        # Enough reads in flight to fill the next batch while the model runs this one.
-        prefetch = self.batch_size + 2 * max(self.source.num_workers, 1)
-        pending: deque = deque()
         bar = tqdm(
             total=len(tiles),
             initial=start,
@@ -460,23 +456,15 @@ class _SceneRun:
             dynamic_ncols=True,
         )
         started, failed = time.perf_counter(), True
+        batches = self.source.batches(tiles, cols, self.batch_size, start)
         try:
-            next_submit, batch = start, []
-            for index in range(start, len(tiles)):
-                # Keep the readers a few batches ahead so the model never waits on I/O.
-                while next_submit < len(tiles) and len(pending) < prefetch:
-                    pending.append(self.source.submit(tiles[next_submit], cols))
-                    next_submit += 1
-                batch.append(pending.popleft().result())
-                if len(batch) == self.batch_size or index == len(tiles) - 1:
-                    self._consume(batch)
-                    bar.update(len(batch))
-                    batch = []
+            for batch in batches:
+                self._consume(batch)
+                bar.update(len(batch))
             failed = False
         finally:
+            batches.close()  # cancels the reads still queued
             bar.close()
-            for future in pending:
-                future.cancel()
             self._stop_writer(failed)
         try:
             path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))

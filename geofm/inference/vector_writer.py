@@ -224,7 +224,8 @@ class VectorPredictionWriter(BasePredictionWriter):
     Args:
         output_dir: Folder for the outputs (created).
         output_format: ``"geojson"`` or ``"gpkg"``.
-        class_names: Names by class id (default: the task's ``class_names``).
+        class_names: Names by class id (default: the task's ``class_names``, else the
+            datamodule's).
     """
 
     def __init__(
@@ -274,6 +275,8 @@ class VectorPredictionWriter(BasePredictionWriter):
         if names is None:
             hparams = getattr(pl_module, "hparams", None)
             names = hparams.get("class_names") if hparams is not None else None
+        if names is None:  # the datamodule's (its class_names setting), else class_<id>
+            names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
         suffix = VECTOR_FORMATS[self.output_format][0]
         for i, filename in enumerate(filenames):
             crs, transform = _grid(prediction, i, str(filename))

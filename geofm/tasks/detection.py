@@ -202,9 +202,12 @@ class ObjectDetectionTask(BaseTask):
     def _objects(self, batch: Mapping[str, Any], key: str) -> Sequence[torch.Tensor]:
         field = getattr(self.hparams, f"{key}_field")
         if field not in batch:
+            # Mask R-CNN's masks come only when the datamodule is asked for them.
+            hint = " and the datamodule's return_masks: true" if key == "masks" else ""
             raise KeyError(
                 f"The batch has no '{field}' key (keys: {sorted(batch)}); detection batches hold "
-                f"a list of per-image {key} (set the task's {key}_field if it has another name)."
+                f"a list of per-image {key} (set the task's {key}_field if it has another "
+                f"name{hint})."
             )
         values = batch[field]
         count = batch["image"].shape[0]

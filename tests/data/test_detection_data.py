@@ -11,6 +11,7 @@ import pytest
 import torch
 from affine import Affine
 
+from geofm.data.coco_labels import CocoLabels
 from geofm.data.collate import collate_detection
 from geofm.data.datamodules.detection import GenericNonGeoDetectionDataModule
 from geofm.data.datasets.detection import GenericNonGeoDetectionDataset
@@ -259,6 +260,14 @@ def test_coco_file_gives_boxes_labels_and_masks(tmp_path):
             tmp_path / "images", tmp_path / "images", img_grep="*.tif",
             coco_file=tmp_path / "coco.json",
         )
+    twice = {**coco, "images": [*coco["images"], {"id": 9, "file_name": "a.tif"}]}
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(LabelFileError, match=r"twice\.json' lists file_name 'a\.tif' twice"):
+        CocoLabels(tmp_path / "twice.json")
+    twice["images"][-1] = {"id": 1, "file_name": "c.tif"}
+    (tmp_path / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(LabelFileError, match=r"lists id 1 twice"):
+        CocoLabels(tmp_path / "twice.json")
     with pytest.raises(LabelFileError, match=r"class_names \['pool', 'building'\] differ"):
         GenericNonGeoDetectionDataset(
             tmp_path / "images", img_grep="*.tif", coco_file=tmp_path / "coco.json",
@@ -291,17 +300,23 @@ def test_augmentation_moves_boxes_and_masks_in_a_batch():
     image = torch.zeros(2, 2, 32, 32)
     image[0, :, 2:9, 20:30] = 1000
     image[1, :, 15:31, 1:5] = 1000
-    boxes = [torch.tensor([[20.0, 2, 30, 9]]), torch.tensor([[1.0, 15, 5, 31]])]
-    masks = [(image[i, :1] > 500).to(torch.uint8) for i in range(2)]
-    batch = {"image": image.clone(), "nodata_mask": image[:, 0] > 500, "boxes": boxes,
-             "masks": masks}
-    out = augment(batch)
-    for i in range(2):
-        assert out["boxes"][i][0].tolist() == _bright_box(out["image"][i])
-        torch.testing.assert_close(out["masks"][i][0].bool(), out["image"][i, 0] > 500)
-        torch.testing.assert_close(out["nodata_mask"][i], out["image"][i, 0] > 500)
-    # A flip then a quarter turn cannot be the identity: the image did move.
-    assert not torch.equal(out["image"], image)
+    torch.manual_seed(0)
+    outputs = set()
+    # RandomRotate90 draws 0-3 quarter turns, so one draw may undo the two flips (identity):
+    # several draws, each checked, and together they must move the image somewhere.
+    for _ in range(8):
+        boxes = [torch.tensor([[20.0, 2, 30, 9]]), torch.tensor([[1.0, 15, 5, 31]])]
+        masks = [(image[i, :1] > 500).to(torch.uint8) for i in range(2)]
+        batch = {"image": image.clone(), "nodata_mask": image[:, 0] > 500, "boxes": boxes,
+                 "masks": masks}
+        out = augment(batch)
+        for i in range(2):
+            assert out["boxes"][i][0].tolist() == _bright_box(out["image"][i])
+            torch.testing.assert_close(out["masks"][i][0].bool(), out["image"][i, 0] > 500)
+            torch.testing.assert_close(out["nodata_mask"][i], out["image"][i, 0] > 500)
+            outputs.add(tuple(out["boxes"][i][0].tolist()))
+    # Not a no-op: the boxes went to several places, not only where they started.
+    assert len(outputs - {(20.0, 2.0, 30.0, 9.0), (1.0, 15.0, 5.0, 31.0)}) >= 2
 
 
 def test_augmentations_that_cannot_move_boxes_are_refused(tmp_path):

@@ -214,13 +214,17 @@ def test_task_streaming_route_writes_one_file_per_scene(tmp_path):
         prediction_format="geojson",
     )
     datamodule = SimpleNamespace(
-        setup=lambda stage: None, predict_dataset=SimpleNamespace(image_files=[scenes / "one.tif"])
+        setup=lambda stage: None, predict_dataset=SimpleNamespace(image_files=[scenes / "one.tif"]),
+        class_names=["small", "large"],
     )
     written = predict_task_scenes(
         task, datamodule, None, tmp_path / "out", {"tile_size": TILE, "overlap": OVERLAP, "num_workers": 0}
     )
     assert [p.name for p in written] == ["one_pred.geojson"]
-    assert len(gpd.read_file(written[0])) == len(placed)
+    frame = gpd.read_file(written[0])
+    assert len(frame) == len(placed)
+    # The task has no class names: the datamodule's name the classes.
+    assert sorted(set(frame["class_name"])) == ["large", "small"]
     with pytest.raises(ValueError, match=r"\['resume'\] apply to pixel-wise"):
         predict_task_scenes(task, datamodule, None, tmp_path / "out", {"resume": True})
 
@@ -245,3 +249,25 @@ def test_objects_larger_than_the_overlap_are_not_lost(tmp_path):
         assert x1 <= bx1 and y1 <= by1 and bx2 <= x2 and by2 <= y2  # parts of the object only
         covered[by1:by2, bx1:bx2] = True
     assert covered[y1:y2, x1:x2].mean() > 0.5
+
+
+def test_a_failing_detector_stops_the_scene_and_writes_nothing(tmp_path):
+    """The error reaches the caller (queued reads cancelled) and no output, not even a
+    partial one, is left."""
+    path = tmp_path / "scene.tif"
+    make_scene(path, seed=4)
+    calls = []
+
+    def failing(images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise RuntimeError("detector failed on its second batch")
+        return blob_detector(images)
+
+    with pytest.raises(RuntimeError, match="second batch"):
+        predict_scene_detections(
+            failing, path, tmp_path / "out" / "scene_pred.geojson", tile_size=TILE,
+            overlap=OVERLAP, batch_size=2, num_workers=2,
+        )
+    assert calls == [2, 2]  # stopped at the failure, not run over the remaining tiles
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

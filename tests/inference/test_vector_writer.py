@@ -6,9 +6,15 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio.transform
+import torch
 from rasterio.transform import Affine
 
-from geofm.inference.vector_writer import detections_frame, mask_polygon, write_vector
+from geofm.inference.vector_writer import (
+    VectorPredictionWriter,
+    detections_frame,
+    mask_polygon,
+    write_vector,
+)
 
 # A rotated, non-square grid: corners must go through the full affine, not origin + size.
 TRANSFORM = Affine(10.0, 2.0, 500000.0, 1.5, -20.0, 4000000.0)
@@ -78,3 +84,26 @@ def test_bad_inputs_are_named(tmp_path):
         detections_frame([[0, 0, 1, 1]], [1.0], [3], CRS, TRANSFORM, ["a", "b"])
     with pytest.raises(ValueError, match="2 boxes, 1 scores"):
         detections_frame([[0, 0, 1, 1], [1, 1, 2, 2]], [1.0], [0, 0], CRS, TRANSFORM)
+
+
+def test_writer_names_classes_from_the_task_else_the_datamodule(tmp_path):
+    from types import SimpleNamespace
+
+    prediction = {
+        "boxes": [torch.tensor([[0.0, 0.0, 2.0, 2.0], [3.0, 3.0, 4.0, 5.0]])],
+        "scores": [torch.tensor([0.9, 0.8])],
+        "labels": [torch.tensor([1, 0])],
+        "filename": ["scene.tif"],
+        "crs": [CRS],
+        "transform": [TRANSFORM],
+    }
+    datamodule = SimpleNamespace(class_names=["pool", "roof"])
+    for hparams, expected in (({"class_names": ["a", "b"]}, ["b", "a"]), ({}, ["roof", "pool"])):
+        writer = VectorPredictionWriter(tmp_path / str(len(hparams)), "gpkg")
+        writer.setup(None, None, "predict")
+        writer.write_on_batch_end(
+            SimpleNamespace(datamodule=datamodule), SimpleNamespace(hparams=hparams),
+            prediction, None, None, 0, 0,
+        )
+        frame = gpd.read_file(tmp_path / str(len(hparams)) / "scene_pred.gpkg")
+        assert frame["class_name"].tolist() == expected

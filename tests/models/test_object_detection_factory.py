@@ -149,3 +149,15 @@ def test_terratorch_config_keys(caplog):
     assert "framework_min_size=896 has no effect" in caplog.text
     image = torch.randn(4, 40, 40)
     assert model.detector.transform([image])[0].image_sizes == [(40, 40)]
+
+
+def test_fpn_neck_that_would_return_a_list_is_refused():
+    necks = [
+        {"name": "SelectIndices", "indices": [1, 2, 3, 4]},
+        {"name": "FeaturePyramidNetworkNeck", "output_ordered_dict": False},
+    ]
+    with pytest.raises(ValueError, match=r"output_ordered_dict=False"):
+        build("timm_resnet18", "faster-rcnn", necks=necks)
+    # True, TerraTorch's default, is what the factory's FPN does: accepted.
+    necks[-1]["output_ordered_dict"] = True
+    assert len(build("timm_resnet18", "faster-rcnn", necks=necks).neck) == 1

@@ -162,6 +162,12 @@ def test_bad_targets_name_the_file(change, message):
         task.targets(batch)
 
 
+def test_mask_task_without_masks_points_to_return_masks():
+    task = fixed_task(_perfect(masks=True), masks=True)
+    with pytest.raises(KeyError, match=r"no 'masks' key.*return_masks: true"):
+        task.targets(make_batch(masks=False))
+
+
 def test_ignore_index_drops_objects_and_refused_arguments():
     task = fixed_task(_perfect(), ignore_index=1)
     targets = task.targets(make_batch())

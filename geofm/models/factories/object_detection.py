@@ -237,6 +237,12 @@ def _take_fpn_neck(
     unknown = sorted(set(spec) - {"name", "out_channel", "output_ordered_dict"})
     if unknown:
         raise ValueError(f"{_FPN_NECK} takes out_channel; got {unknown}.")
+    if not spec.get("output_ordered_dict", True):
+        # torchvision's detectors take the FPN's maps by name: a list cannot be honoured.
+        raise ValueError(
+            f"{_FPN_NECK}(output_ordered_dict=False): the detector's FPN always gives its maps "
+            "by name (an OrderedDict), as torchvision's heads need; leave the key out."
+        )
     if "out_channel" in spec:
         if fpn_out_channels not in (256, spec["out_channel"]):
             raise ValueError(

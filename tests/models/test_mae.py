@@ -32,12 +32,16 @@ def tiny_mae(**kwargs):
 
 
 # ------------------------------------------------------------------------------ masking
-@pytest.mark.parametrize("count,ratio", [(196, 0.75), (16, 0.5), (10, 0.9), (4, 0.75), (49, 0.6)])
-def test_masking_keeps_round_share_per_sample(count: int, ratio: float) -> None:
+@pytest.mark.parametrize(
+    "count,ratio,keep",
+    # int(), as the official random_masking: 49 * 0.4 = 19.6 keeps 19 and 9 * 0.3 keeps 2
+    # (round() would keep 20 and 3); 10 * (1 - 0.9) < 1 still keeps one token.
+    [(196, 0.75, 49), (16, 0.5, 8), (10, 0.9, 1), (4, 0.75, 1), (49, 0.6, 19), (9, 0.7, 2)],
+)
+def test_masking_keeps_truncated_share_per_sample(count: int, ratio: float, keep: int) -> None:
     torch.manual_seed(0)
     tokens = torch.randn(3, count, 8)
     kept, mask, ids_restore = random_masking(tokens, ratio)
-    keep = round(count * (1 - ratio))
     assert kept.shape == (3, keep, 8)
     assert mask.sum(1).tolist() == [count - keep] * 3
     # The kept tokens are exactly the unmasked ones, and ids_restore undoes the shuffle.

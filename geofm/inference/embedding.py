@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geofm.inference.chip_rows import ChipRows, crs_tag
+from geofm.inference.chip_rows import ChipRows, crs_tag, patch_valid
 from geofm.inference.geoparquet import read_fingerprint
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
@@ -202,9 +202,8 @@ def _tile_valid(data: TileData, height: int, width: int) -> np.ndarray:
 
 
 def _patch_valid(valid: np.ndarray, patch: tuple[int, int]) -> np.ndarray:
-    """``(h, w)`` bool: patches with at least one valid pixel."""
-    h, w = valid.shape[0] // patch[0], valid.shape[1] // patch[1]
-    return valid[: h * patch[0], : w * patch[1]].reshape(h, patch[0], w, patch[1]).any(axis=(1, 3))
+    """``(h, w)`` bool: the whole patches of ``valid`` with at least one valid pixel."""
+    return patch_valid(valid, (valid.shape[0] // patch[0], valid.shape[1] // patch[1]), patch)
 
 
 # ---------------------------------------------------------------------------- chips

@@ -127,6 +127,44 @@ def test_visible_patches_change_the_prediction_masked_ones_do_not() -> None:
     assert not torch.allclose(model(seen, noise=noise).output, out)
 
 
+def test_decoder_places_tokens_as_the_official_mae() -> None:
+    """The decoder step by step, written out without gather: each kept token goes back to its
+    own place, every other place gets the mask token, then the decoder's 3-D sin-cos code
+    (class row zero), the blocks, decoder_norm and decoder_pred; the class token is dropped."""
+    from geofm.models.backbones.pos_embed import sincos_3d_pos_embed
+
+    torch.manual_seed(0)
+    model = tiny_mae(img_size=48).eval()  # a 3 x 3 grid of 16 px patches
+    decoder = model.decoder
+    with torch.no_grad():
+        decoder.mask_token.normal_()
+    x = torch.randn(2, 6, 48, 48)
+    noise = torch.rand(2, 9)
+    out = model(x, mask_ratio=0.7, noise=noise)  # int(9 * 0.3) = 2 tokens kept
+    keep = torch.argsort(noise, dim=1)[:, :2]
+    assert out.mask.sum(1).tolist() == [7.0, 7.0]
+    with torch.no_grad():
+        tokens, cls_token = model.encoder.embed_tokens(x)
+        kept = torch.stack([tokens[b, keep[b]] for b in range(2)])
+        hidden = torch.cat([cls_token, kept], dim=1)
+        for block in model.encoder.blocks:
+            hidden = block(hidden)
+        embedded = decoder.decoder_embed(model.encoder.norm(hidden))
+        full = decoder.mask_token.expand(2, 9, -1).clone()
+        for b in range(2):
+            for j, place in enumerate(keep[b].tolist()):
+                full[b, place] = embedded[b, 1 + j]
+        pos = sincos_3d_pos_embed(decoder.embed_dim, (1, 3, 3))
+        assert torch.equal(pos[0, 0], torch.zeros(decoder.embed_dim))
+        seq = torch.cat([embedded[:, :1], full], dim=1) + pos
+        for block in decoder.decoder_blocks:
+            seq = block(seq)
+        expected = decoder.decoder_pred(decoder.decoder_norm(seq))[:, 1:]
+    torch.testing.assert_close(out.output, expected)
+    for b in range(2):
+        assert out.mask[b, keep[b]].sum() == 0
+
+
 # ------------------------------------------------------------------------------ layouts
 @pytest.mark.parametrize("name", [n for n in SPEC if n != "prithvi_eo_tiny"])
 def test_state_dict_is_the_official_mae_layout(name: str) -> None:

@@ -236,8 +236,8 @@ class EmbeddingTask(BaseTask):
             input: A folder or file instead of the datamodule's ``predict_data_root``.
             bands: 1-based bands to read when there is no datamodule.
             scenes: Stream whole scenes tile by tile
-                (:func:`~geofm.inference.embedding_scenes.embed_scenes`) instead of embedding each file
-                whole (:func:`~geofm.inference.embedding.embed_chips`).
+                (:func:`~geofm.inference.embedding_scenes.embed_scenes`) instead of embedding
+                each file whole (:func:`~geofm.inference.embedding.embed_chips`).
             device: Where the model runs (the first GPU when available by default).
             **settings: Settings of ``embed_chips`` or ``embed_scene`` (``batch_size``,
                 ``resume``, ``tile_size``, ``overlap``, ``patch_rows``...).

@@ -33,7 +33,6 @@ import json
 import logging
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,12 @@ from geofm.inference.embedding import (
 from geofm.inference.geoparquet import GeoParquetWriter, footprints
 from geofm.inference.predictor import Predictor
 from geofm.inference.reader import RasterTileSource, TileData
-from geofm.inference.streaming import _file_identity, list_scenes, model_fingerprint
+from geofm.inference.streaming import (
+    _file_identity,
+    list_scenes,
+    model_fingerprint,
+    read_batches,
+)
 from geofm.inference.tiling import TileGrid, resolve_tile_args
 from geofm.inference.writer import GeoTiffSink, geotiff_profile
 from geofm.locks import OutputLock
@@ -328,27 +332,18 @@ class _SceneEmbedding:
             tiles = list(self.grid)
             cols = self.grid.shape[1]
             first = start * cols
-            prefetch = batch_size + 2 * max(self.source.num_workers, 1)
-            pending: deque = deque()
             bar = tqdm(total=len(tiles), initial=first, unit="tile", desc=self.source.path.name,
                        disable=not progress, dynamic_ncols=True)
             started = time.perf_counter()
+            self._row_state: dict[str, Any] = {}
+            batches = read_batches(self.source, tiles, first, cols, batch_size)
             try:
-                next_submit, batch = first, []
-                self._row_state: dict[str, Any] = {}
-                for index in range(first, len(tiles)):
-                    while next_submit < len(tiles) and len(pending) < prefetch:
-                        pending.append(self.source.submit(tiles[next_submit], cols))
-                        next_submit += 1
-                    batch.append(pending.popleft().result())
-                    if len(batch) == batch_size or index == len(tiles) - 1:
-                        self._consume(batch)
-                        bar.update(len(batch))
-                        batch = []
+                for batch in batches:
+                    self._consume(batch)
+                    bar.update(len(batch))
             finally:
+                batches.close()  # cancels the reads still in flight
                 bar.close()
-                for future in pending:
-                    future.cancel()
             seconds = time.perf_counter() - started
             log.info("%s: %d tiles in %.1f s.", self.source.path, len(tiles) - first, seconds)
             return self._finish()

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from geofm.inference.onnx_engine import OnnxRuntimeModel, as_onnx_model
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
 from geofm.inference.tiling import (
+    Tile,
     TileGrid,
     WindowKind,
     blend_weights,
@@ -58,6 +59,7 @@ __all__ = [
     "list_scenes",
     "model_fingerprint",
     "predict_scene",
+    "read_batches",
     "predict_scenes",
 ]
 
@@ -448,9 +450,6 @@ class _SceneRun:
             start = len(tiles)
         else:
             start = self.grid.first_grid_row_touching(self.sink.rows_done) * cols
-        # Enough reads in flight to fill the next batch while the model runs this one.
-        prefetch = self.batch_size + 2 * max(self.source.num_workers, 1)
-        pending: deque = deque()
         bar = tqdm(
             total=len(tiles),
             initial=start,
@@ -460,23 +459,15 @@ class _SceneRun:
             dynamic_ncols=True,
         )
         started, failed = time.perf_counter(), True
+        batches = read_batches(self.source, tiles, start, cols, self.batch_size)
         try:
-            next_submit, batch = start, []
-            for index in range(start, len(tiles)):
-                # Keep the readers a few batches ahead so the model never waits on I/O.
-                while next_submit < len(tiles) and len(pending) < prefetch:
-                    pending.append(self.source.submit(tiles[next_submit], cols))
-                    next_submit += 1
-                batch.append(pending.popleft().result())
-                if len(batch) == self.batch_size or index == len(tiles) - 1:
-                    self._consume(batch)
-                    bar.update(len(batch))
-                    batch = []
+            for batch in batches:
+                self._consume(batch)
+                bar.update(len(batch))
             failed = False
         finally:
+            batches.close()  # cancels the reads still in flight
             bar.close()
-            for future in pending:
-                future.cancel()
             self._stop_writer(failed)
         try:
             path = self.sink.finish(self.settings["overviews"], _overview_resampling(self.kind))
@@ -503,6 +494,38 @@ class _SceneRun:
                         "resume=True.",
                         self.sink.temp,
                     )
+
+
+def read_batches(
+    source: RasterTileSource, tiles: Sequence[Tile], start: int, cols: int, batch_size: int
+) -> Iterator[list[TileData]]:
+    """``tiles[start:]`` read on the source's threads, in order, in batches of ``batch_size``.
+
+    Enough reads stay in flight to fill the next batch while the model runs this one. Close
+    the generator when done early (an error): the reads still in flight are cancelled.
+
+    Args:
+        source: The scene's reader.
+        tiles: Every tile of the scene's grid, in row-major order.
+        start: Index of the first tile to read.
+        cols: Tiles per row of the grid (the reader's cache needs it).
+        batch_size: Tiles per batch; the last batch may be smaller.
+    """
+    prefetch = batch_size + 2 * max(source.num_workers, 1)
+    pending: deque = deque()
+    try:
+        next_submit, batch = start, []
+        for index in range(start, len(tiles)):
+            while next_submit < len(tiles) and len(pending) < prefetch:
+                pending.append(source.submit(tiles[next_submit], cols))
+                next_submit += 1
+            batch.append(pending.popleft().result())
+            if len(batch) == batch_size or index == len(tiles) - 1:
+                yield batch
+                batch = []
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _overview_resampling(kind: OutputKind) -> Any:

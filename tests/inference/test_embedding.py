@@ -286,6 +286,8 @@ def test_task_predict_step_and_encoder_from_a_segmentation_checkpoint(tmp_path):
     np.testing.assert_allclose(out["embedding"], expected.amax(dim=(2, 3)), atol=1e-5)
     with pytest.raises(ValueError, match="keep only model_args.necks"):
         EmbeddingTask(ckpt_path=str(ckpt), model_args={"backbone": "timm_resnet50"})
+    with pytest.raises(ValueError, match="means/stds would be ignored"):
+        EmbeddingTask(ckpt_path=str(ckpt), means=[0.0, 0.0, 0.0], stds=[1.0, 1.0, 1.0])
 
 
 def test_layer_necks_and_pooling_choose_what_is_embedded():

@@ -302,3 +302,18 @@ def test_nodata_values_are_left_out_of_the_loss() -> None:
     everything_missing = torch.full_like(patches, float("nan"))
     empty = masked_patch_loss(pred.requires_grad_(), everything_missing, mask)
     assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_bf16_prediction_is_scored_in_float32() -> None:
+    """Mixed precision: a bf16 prediction gives the float32 loss of the same values (value
+    and patch counts in bf16 would round: 257 valid values count as 256)."""
+    torch.manual_seed(0)
+    pred = torch.randn(2, 3, 300).to(torch.bfloat16)
+    patches = torch.randn(2, 3, 300)
+    patches[0, 0, 257:] = float("nan")  # 257 valid values in one masked patch
+    mask = torch.ones(2, 3)
+    for norm in (True, False):
+        loss = masked_patch_loss(pred, patches, mask, norm_pix_loss=norm)
+        assert loss.dtype == torch.float32
+        expected = masked_patch_loss(pred.float(), patches, mask, norm_pix_loss=norm)
+        torch.testing.assert_close(loss, expected, rtol=0, atol=0)

@@ -248,6 +248,22 @@ def test_encoder_only_file_keeps_a_fresh_decoder(tmp_path: Path, caplog) -> None
     assert torch.equal(model.encoder.norm.bias, encoder["norm.bias"])
 
 
+def test_fine_tuned_task_checkpoint_keeps_a_fresh_decoder(tmp_path: Path, caplog) -> None:
+    """A geofm segmentation checkpoint: model.encoder.* beside a model.decoder.* that is no
+    MAE decoder (a UperNet); the encoder loads, the decoder starts fresh, no error."""
+    encoder = {
+        "model.encoder." + k: torch.randn(v.shape)
+        for k, v in tiny_mae().encoder.state_dict().items()
+    }
+    decoder = {"model.decoder.convs.0.weight": torch.randn(8, 4)}
+    path = tmp_path / "segmentation.ckpt"
+    torch.save({"state_dict": {**encoder, **decoder}}, path)
+    with caplog.at_level(logging.WARNING, logger="geofm"):
+        model = tiny_mae(ckpt_path=path)
+    assert "holds no MAE decoder" in caplog.text
+    assert torch.equal(model.encoder.norm.bias, encoder["model.encoder.norm.bias"])
+
+
 def test_decoder_of_another_size_is_reported(tmp_path: Path) -> None:
     state = tiny_mae(decoder_depth=2).state_dict()
     path = tmp_path / "deeper.pt"

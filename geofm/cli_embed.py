@@ -8,7 +8,8 @@ selects 1-based bands when the config has no data section.
 
 Chips (default): every file whole, one GeoParquet row each
 (:func:`~geofm.inference.embedding.embed_chips`).
-``--scenes``: each file streamed tile by tile (:func:`~geofm.inference.embedding_scenes.embed_scenes`).
+``--scenes``: each file streamed tile by tile
+(:func:`~geofm.inference.embedding_scenes.embed_scenes`).
 """
 
 from __future__ import annotations
@@ -116,21 +117,52 @@ def add_embed_parser(sub: Any) -> None:
     """Add ``geofm embed`` to the command's subparsers."""
     embed = sub.add_parser(
         "embed",
-        help="embeddings of chips (one GeoParquet row each) or streamed scenes (tiles, patch grids)",
+        help="embeddings of chips (one GeoParquet row each) or streamed scenes (tiles, patch "
+        "grids)",
         description="Embed the inputs of a config whose model is an EmbeddingTask: chips whole "
         "(GeoParquet, one row per chip; grids per chip), or with --scenes whole scenes streamed "
         "tile by tile (tile rows, a patch-grid GeoTIFF, optional patch rows), resumable.",
     )
-    embed.add_argument("-c", "--config", required=True, help="config with model.class_path: EmbeddingTask")
-    embed.add_argument("--input", help="a folder of GeoTIFFs or one file (default: data.init_args.predict_data_root)")
-    embed.add_argument("-o", "--output", help="output folder (default: runs/<config name>/embeddings)")
+    embed.add_argument(
+        "-c", "--config", required=True,
+        help="config with model.class_path: EmbeddingTask",
+    )
+    embed.add_argument(
+        "--input",
+        help="a folder of GeoTIFFs or one file (default: data.init_args.predict_data_root)",
+    )
+    embed.add_argument(
+        "-o", "--output",
+        help="output folder (default: runs/<config name>/embeddings)",
+    )
     embed.add_argument("--scenes", action="store_true", help="stream whole scenes tile by tile")
-    embed.add_argument("--bands", type=int, nargs="+", help="1-based bands to read (configs without a data section)")
-    embed.add_argument("--tile-size", "--tile_size", type=int, help="scene tile side (multiple of the patch size; default 224)")
-    embed.add_argument("--overlap", type=int, help="scene tile overlap (multiple of the patch size; default 0)")
-    embed.add_argument("--batch-size", "--batch_size", type=int, default=8, help="inputs per forward pass (default 8)")
-    embed.add_argument("--patch-rows", "--patch_rows", action="store_true", help="scenes: one GeoParquet row per patch too")
-    embed.add_argument("--resume", action="store_true", help="continue an interrupted run; skip finished outputs")
+    embed.add_argument(
+        "--bands", type=int, nargs="+",
+        help="1-based bands to read (configs without a data section)",
+    )
+    embed.add_argument(
+        "--tile-size", "--tile_size", type=int,
+        help="scene tile side (multiple of the patch size; default 224)",
+    )
+    embed.add_argument(
+        "--overlap", type=int,
+        help="scene tile overlap (multiple of the patch size; default 0)",
+    )
+    embed.add_argument(
+        "--batch-size", "--batch_size", type=int, default=8,
+        help="inputs per forward pass (default 8)",
+    )
+    embed.add_argument(
+        "--patch-rows", "--patch_rows", action="store_true",
+        help="scenes: one GeoParquet row per patch too",
+    )
+    embed.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run; skip finished outputs",
+    )
     embed.add_argument("--device", help="cpu, cuda, cuda:1... (default: the first GPU, else cpu)")
-    embed.epilog = "Any --data.init_args.NAME VALUE / --model.init_args.NAME VALUE pairs after these override the config."
+    embed.epilog = (
+        "Any --data.init_args.NAME VALUE / --model.init_args.NAME VALUE pairs after these "
+        "override the config."
+    )
     embed.set_defaults(func=_embed)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from geofm.inference.chip_rows import ChipRows, crs_tag
+from geofm.inference.chip_rows import ChipRows, crs_tag, patch_valid
 from geofm.inference.geoparquet import read_fingerprint
 from geofm.inference.predictor import Predictor, repeat_extra
 from geofm.inference.reader import RasterTileSource, TileData
@@ -176,7 +176,9 @@ def file_inputs(
             found["temporal_coords"] = torch.from_numpy(coords)[None]
         if "location_coords" in wanted:
             with rasterio.open(path) as src:
-                location = location_coords(src.crs, src.transform, src.height, src.width)
+                # An Affine unpacks to 9 values; location_coords takes the 6 GDAL-order ones.
+                affine = tuple(src.transform)[:6]
+                location = location_coords(src.crs, affine, src.height, src.width)
             if location is not None:
                 found["location_coords"] = torch.from_numpy(location)[None]
         return found
@@ -200,9 +202,8 @@ def _tile_valid(data: TileData, height: int, width: int) -> np.ndarray:
 
 
 def _patch_valid(valid: np.ndarray, patch: tuple[int, int]) -> np.ndarray:
-    """``(h, w)`` bool: patches with at least one valid pixel."""
-    h, w = valid.shape[0] // patch[0], valid.shape[1] // patch[1]
-    return valid[: h * patch[0], : w * patch[1]].reshape(h, patch[0], w, patch[1]).any(axis=(1, 3))
+    """``(h, w)`` bool: the whole patches of ``valid`` with at least one valid pixel."""
+    return patch_valid(valid, (valid.shape[0] // patch[0], valid.shape[1] // patch[1]), patch)
 
 
 # ---------------------------------------------------------------------------- chips
@@ -298,19 +299,17 @@ def embed_chips(
     if grid:  # the model's stride, from a size every common patch and stride divides
         channels = len(bands) if bands is not None else headers[0][4]
         rows.stride = feature_stride(predictor, channels, (224, 224), device)
-    pending: list[tuple[Path, Any, TileData]] = []
+    pending: list[tuple[Path, Any, TileData, dict[str, torch.Tensor]]] = []
 
     def flush() -> None:
         if not pending:
             return
-        image = torch.from_numpy(np.stack([d.image for _, _, d in pending])).to(device)
-        extra: dict[str, torch.Tensor] = {}
-        if chip_inputs is not None:  # each chip's own (1, ...) inputs, stacked
-            per_chip = [chip_inputs(p) for p, _, _ in pending]
-            extra = {k: torch.cat([c[k] for c in per_chip]) for k in per_chip[0]}
-        grids, vectors = _forward_batch(predictor, image, extra, device)
+        image = torch.from_numpy(np.stack([d.image for _, _, d, _ in pending])).to(device)
+        # Each chip's own (1, ...) inputs, stacked (a batch's chips have the same keys).
+        extra = {k: torch.cat([c[k] for *_, c in pending]).to(device) for k in pending[0][3]}
+        grids, vectors = _run(predictor, image, extra)
         grids, vectors = grids.cpu().numpy(), vectors.cpu().numpy()
-        for i, (path, header, data) in enumerate(pending):
+        for i, (path, header, data, _) in enumerate(pending):
             crs, transform, height, width, _ = header
             rows.add(path, crs, transform, height, width, vectors[i], grids[i], data.valid,
                      file_date(path, date_pattern))
@@ -321,23 +320,19 @@ def embed_chips(
             height, width = header[2], header[3]
             with RasterTileSource(path, bands, num_workers=0, cache_rows=height) as source:
                 data = source.read(Tile(0, 0, 0, 0, 0, height, width))
-            other_size = pending and pending[0][2].image.shape != data.image.shape
-            if other_size or len(pending) == batch_size:
+            extra = chip_inputs(path) if chip_inputs is not None else {}
+            # A chip without a date (or location) must not share a batch with chips that have
+            # one: their inputs could not be stacked, or would be dropped.
+            other = pending and (
+                pending[0][2].image.shape != data.image.shape or set(pending[0][3]) != set(extra)
+            )
+            if other or len(pending) == batch_size:
                 flush()
-            pending.append((path, header, data))
+            pending.append((path, header, data, extra))
         flush()
         return rows.finish()
     finally:
         rows.close()
-
-
-def _forward_batch(
-    predictor: Predictor, image: torch.Tensor, extra: dict[str, torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    extra = {k: v.to(device) for k, v in extra.items()}
-    with torch.inference_mode():
-        out = predictor.outputs(image, **extra)
-    return out["output"].float(), out["pooled"].float()
 
 
 def _finished(path: Path, fingerprint: dict[str, Any]) -> bool:

@@ -139,7 +139,9 @@ class Predictor:
         """
         return model_output(self.outputs(image, **extra))
 
-    def outputs(self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor) -> Any:
+    def outputs(
+        self, image: torch.Tensor | Mapping[str, torch.Tensor], **extra: torch.Tensor
+    ) -> Any:
         """What the model returns for raw ``image`` (preprocessed here), as it returns it.
 
         For models whose return holds more than one tensor (an embedding model's grid and

@@ -92,7 +92,8 @@ class EmbeddingTask(BaseTask):
             grid) or ``"both"``.
         ckpt_path: A geofm checkpoint of another task (segmentation, regression,
             classification): its encoder weights and preprocessing are used.
-        means: Per-band means (override the datamodule's and the backbone's statistics).
+        means: Per-band means (override the datamodule's and the backbone's statistics); not
+            with ``ckpt_path``, whose preprocessing holds the statistics it was trained with.
         stds: Per-band standard deviations, with ``means``.
     """
 
@@ -125,6 +126,13 @@ class EmbeddingTask(BaseTask):
             )
         self._checkpoint_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         model_args = dict(model_args or {})
+        if ckpt_path is not None and (means is not None or stds is not None):
+            # The checkpoint's preprocessing replaces the statistics: they would be ignored.
+            raise ValueError(
+                "model.init_args.ckpt_path brings its own preprocessing (the statistics it was "
+                "trained with); model.init_args.means/stds would be ignored: drop them (or "
+                "drop ckpt_path)."
+            )
         if ckpt_path is not None:
             extra = sorted(set(model_args) - {"necks"})
             if extra:
@@ -236,8 +244,8 @@ class EmbeddingTask(BaseTask):
             input: A folder or file instead of the datamodule's ``predict_data_root``.
             bands: 1-based bands to read when there is no datamodule.
             scenes: Stream whole scenes tile by tile
-                (:func:`~geofm.inference.embedding_scenes.embed_scenes`) instead of embedding each file
-                whole (:func:`~geofm.inference.embedding.embed_chips`).
+                (:func:`~geofm.inference.embedding_scenes.embed_scenes`) instead of embedding
+                each file whole (:func:`~geofm.inference.embedding.embed_chips`).
             device: Where the model runs (the first GPU when available by default).
             **settings: Settings of ``embed_chips`` or ``embed_scene`` (``batch_size``,
                 ``resume``, ``tile_size``, ``overlap``, ``patch_rows``...).

@@ -286,6 +286,8 @@ def test_task_predict_step_and_encoder_from_a_segmentation_checkpoint(tmp_path):
     np.testing.assert_allclose(out["embedding"], expected.amax(dim=(2, 3)), atol=1e-5)
     with pytest.raises(ValueError, match="keep only model_args.necks"):
         EmbeddingTask(ckpt_path=str(ckpt), model_args={"backbone": "timm_resnet50"})
+    with pytest.raises(ValueError, match="means/stds would be ignored"):
+        EmbeddingTask(ckpt_path=str(ckpt), means=[0.0, 0.0, 0.0], stds=[1.0, 1.0, 1.0])
 
 
 def test_layer_necks_and_pooling_choose_what_is_embedded():
@@ -338,3 +340,36 @@ def test_scene_settings_take_effect(tmp_path):
                         tile_size=32, progress=False, num_workers=0)
     assert [p.name for r in mine for p in r.values()] == ["b_tiles.parquet"]
     assert sorted(p.name for p in (tmp_path / "ranks").iterdir()) == ["b_tiles.parquet"]
+
+
+def test_chips_with_and_without_a_date_share_no_batch(tmp_path):
+    """A time-coded model: a chip whose name has no date is embedded without temporal_coords,
+    and its dated neighbours keep theirs (the batch is split, not crashed or stripped)."""
+    torch.manual_seed(0)
+    task = EmbeddingTask(
+        model_args={"backbone": "prithvi_eo_v2_tiny_tl", "backbone_img_size": 32}
+    )
+    task.configure_preprocess(None)
+    assert "temporal_coords" in task.predictor.extra_inputs
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    data = scene_data(6, 32, 32)
+    for name in ("a_2020-05-01.tif", "b_nodate.tif", "c_2021-07-01.tif"):
+        write(folder / name, data)
+    from geofm.inference.embedding import file_inputs
+
+    inputs = file_inputs(task.predictor.extra_inputs)
+    embed_chips(task, folder, tmp_path / "out", batch_size=3, chip_inputs=inputs)
+    rows = gpd.read_parquet(tmp_path / "out" / "embeddings.parquet").sort_values("source")
+    vectors = np.stack(rows["embedding"])
+    for name in ("a_2020-05-01.tif", "b_nodate.tif", "c_2021-07-01.tif"):
+        alone = tmp_path / name
+        (alone / "in").mkdir(parents=True)
+        write(alone / "in" / name, data)
+        embed_chips(task, alone / "in", alone / "out", batch_size=1, chip_inputs=inputs)
+        single = np.stack(gpd.read_parquet(alone / "out" / "embeddings.parquet")["embedding"])
+        index = [Path(s).name for s in rows["source"]].index(name)
+        np.testing.assert_allclose(vectors[index], single[0], atol=1e-5)
+    # Same pixels, other dates: the time code changes the vectors.
+    assert not np.allclose(vectors[0], vectors[1], atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[2], atol=1e-5)

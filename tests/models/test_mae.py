@@ -32,12 +32,16 @@ def tiny_mae(**kwargs):
 
 
 # ------------------------------------------------------------------------------ masking
-@pytest.mark.parametrize("count,ratio", [(196, 0.75), (16, 0.5), (10, 0.9), (4, 0.75), (49, 0.6)])
-def test_masking_keeps_round_share_per_sample(count: int, ratio: float) -> None:
+@pytest.mark.parametrize(
+    "count,ratio,keep",
+    # int(), as the official random_masking: 49 * 0.4 = 19.6 keeps 19 and 9 * 0.3 keeps 2
+    # (round() would keep 20 and 3); 10 * (1 - 0.9) < 1 still keeps one token.
+    [(196, 0.75, 49), (16, 0.5, 8), (10, 0.9, 1), (4, 0.75, 1), (49, 0.6, 19), (9, 0.7, 2)],
+)
+def test_masking_keeps_truncated_share_per_sample(count: int, ratio: float, keep: int) -> None:
     torch.manual_seed(0)
     tokens = torch.randn(3, count, 8)
     kept, mask, ids_restore = random_masking(tokens, ratio)
-    keep = round(count * (1 - ratio))
     assert kept.shape == (3, keep, 8)
     assert mask.sum(1).tolist() == [count - keep] * 3
     # The kept tokens are exactly the unmasked ones, and ids_restore undoes the shuffle.
@@ -123,6 +127,44 @@ def test_visible_patches_change_the_prediction_masked_ones_do_not() -> None:
     assert not torch.allclose(model(seen, noise=noise).output, out)
 
 
+def test_decoder_places_tokens_as_the_official_mae() -> None:
+    """The decoder step by step, written out without gather: each kept token goes back to its
+    own place, every other place gets the mask token, then the decoder's 3-D sin-cos code
+    (class row zero), the blocks, decoder_norm and decoder_pred; the class token is dropped."""
+    from geofm.models.backbones.pos_embed import sincos_3d_pos_embed
+
+    torch.manual_seed(0)
+    model = tiny_mae(img_size=48).eval()  # a 3 x 3 grid of 16 px patches
+    decoder = model.decoder
+    with torch.no_grad():
+        decoder.mask_token.normal_()
+    x = torch.randn(2, 6, 48, 48)
+    noise = torch.rand(2, 9)
+    out = model(x, mask_ratio=0.7, noise=noise)  # int(9 * 0.3) = 2 tokens kept
+    keep = torch.argsort(noise, dim=1)[:, :2]
+    assert out.mask.sum(1).tolist() == [7.0, 7.0]
+    with torch.no_grad():
+        tokens, cls_token = model.encoder.embed_tokens(x)
+        kept = torch.stack([tokens[b, keep[b]] for b in range(2)])
+        hidden = torch.cat([cls_token, kept], dim=1)
+        for block in model.encoder.blocks:
+            hidden = block(hidden)
+        embedded = decoder.decoder_embed(model.encoder.norm(hidden))
+        full = decoder.mask_token.expand(2, 9, -1).clone()
+        for b in range(2):
+            for j, place in enumerate(keep[b].tolist()):
+                full[b, place] = embedded[b, 1 + j]
+        pos = sincos_3d_pos_embed(decoder.embed_dim, (1, 3, 3))
+        assert torch.equal(pos[0, 0], torch.zeros(decoder.embed_dim))
+        seq = torch.cat([embedded[:, :1], full], dim=1) + pos
+        for block in decoder.decoder_blocks:
+            seq = block(seq)
+        expected = decoder.decoder_pred(decoder.decoder_norm(seq))[:, 1:]
+    torch.testing.assert_close(out.output, expected)
+    for b in range(2):
+        assert out.mask[b, keep[b]].sum() == 0
+
+
 # ------------------------------------------------------------------------------ layouts
 @pytest.mark.parametrize("name", [n for n in SPEC if n != "prithvi_eo_tiny"])
 def test_state_dict_is_the_official_mae_layout(name: str) -> None:
@@ -206,6 +248,22 @@ def test_encoder_only_file_keeps_a_fresh_decoder(tmp_path: Path, caplog) -> None
     assert torch.equal(model.encoder.norm.bias, encoder["norm.bias"])
 
 
+def test_fine_tuned_task_checkpoint_keeps_a_fresh_decoder(tmp_path: Path, caplog) -> None:
+    """A geofm segmentation checkpoint: model.encoder.* beside a model.decoder.* that is no
+    MAE decoder (a UperNet); the encoder loads, the decoder starts fresh, no error."""
+    encoder = {
+        "model.encoder." + k: torch.randn(v.shape)
+        for k, v in tiny_mae().encoder.state_dict().items()
+    }
+    decoder = {"model.decoder.convs.0.weight": torch.randn(8, 4)}
+    path = tmp_path / "segmentation.ckpt"
+    torch.save({"state_dict": {**encoder, **decoder}}, path)
+    with caplog.at_level(logging.WARNING, logger="geofm"):
+        model = tiny_mae(ckpt_path=path)
+    assert "holds no MAE decoder" in caplog.text
+    assert torch.equal(model.encoder.norm.bias, encoder["model.encoder.norm.bias"])
+
+
 def test_decoder_of_another_size_is_reported(tmp_path: Path) -> None:
     state = tiny_mae(decoder_depth=2).state_dict()
     path = tmp_path / "deeper.pt"
@@ -260,3 +318,18 @@ def test_nodata_values_are_left_out_of_the_loss() -> None:
     everything_missing = torch.full_like(patches, float("nan"))
     empty = masked_patch_loss(pred.requires_grad_(), everything_missing, mask)
     assert float(empty.detach()) == 0.0 and empty.requires_grad
+
+
+def test_bf16_prediction_is_scored_in_float32() -> None:
+    """Mixed precision: a bf16 prediction gives the float32 loss of the same values (value
+    and patch counts in bf16 would round: 257 valid values count as 256)."""
+    torch.manual_seed(0)
+    pred = torch.randn(2, 3, 300).to(torch.bfloat16)
+    patches = torch.randn(2, 3, 300)
+    patches[0, 0, 257:] = float("nan")  # 257 valid values in one masked patch
+    mask = torch.ones(2, 3)
+    for norm in (True, False):
+        loss = masked_patch_loss(pred, patches, mask, norm_pix_loss=norm)
+        assert loss.dtype == torch.float32
+        expected = masked_patch_loss(pred.float(), patches, mask, norm_pix_loss=norm)
+        torch.testing.assert_close(loss, expected, rtol=0, atol=0)

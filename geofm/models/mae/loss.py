@@ -61,6 +61,9 @@ def masked_patch_loss(
     Returns:
         A scalar; 0 (still attached to ``pred``) when no masked patch has valid values.
     """
+    # A bf16 prediction (mixed precision) is computed against the float32 target in float32,
+    # as the official loss does by type promotion: bf16 value counts would round (257 -> 256).
+    pred = pred.to(torch.promote_types(pred.dtype, patches.dtype))
     if valid is None:
         valid = torch.isfinite(patches)
     valid = valid & torch.isfinite(patches)

@@ -6,7 +6,7 @@ renaming (see :mod:`geofm.models.mae.weights`). The forward pass follows the off
 pretraining:
 
 1. patch tokens + fixed position code (+ time/location codes for the ``_tl`` models);
-2. per-sample random masking: ``round(N * (1 - mask_ratio))`` tokens are kept;
+2. per-sample random masking: ``int(N * (1 - mask_ratio))`` tokens (rounded down) are kept;
 3. the class token is prepended and the kept tokens go through the encoder blocks and norm;
 4. the decoder embeds them (``decoder_embed``), fills the masked places with ``mask_token``,
    restores the token order, adds its own fixed sin-cos position code (3-D, of the decoder
@@ -44,7 +44,8 @@ DECODER_DEFAULTS = {"embed_dim": 512, "depth": 8, "num_heads": 16}
 
 
 def kept_tokens(num_tokens: int, mask_ratio: float) -> int:
-    """Tokens an MAE keeps: ``round(N * (1 - mask_ratio))``, at least one kept and one masked.
+    """Tokens an MAE keeps: ``int(N * (1 - mask_ratio))`` (rounded down, as the official
+    ``random_masking``), at least one kept and one masked.
 
     Raises:
         ValueError: ``mask_ratio`` outside ``(0, 1)``, or fewer than two tokens.
@@ -56,7 +57,9 @@ def kept_tokens(num_tokens: int, mask_ratio: float) -> int:
             f"The input has {num_tokens} patch token(s); masking needs at least two (use images "
             "of at least two patches)."
         )
-    return min(max(round(num_tokens * (1.0 - float(mask_ratio))), 1), num_tokens - 1)
+    # Truncation, not round(): the official code's int() decides which tokens a given noise
+    # keeps. The clamps only matter where it would keep no token (or mask none).
+    return min(max(int(num_tokens * (1.0 - float(mask_ratio))), 1), num_tokens - 1)
 
 
 def random_masking(

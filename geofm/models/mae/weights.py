@@ -11,8 +11,8 @@ Layouts understood (any of them as ``.pt``/``.pth``/``.ckpt`` or ``.safetensors`
 - geofm's MAE Lightning checkpoints (``model.encoder.*`` + ``model.decoder.*`` under
   ``state_dict``), and any file whose encoder sits under ``<prefix>encoder.`` with its decoder
   under ``<prefix>decoder.``;
-- encoder-only files (a fine-tuned backbone): the decoder keeps its fresh initialisation, with a
-  warning.
+- encoder-only files (a fine-tuned backbone, or a fine-tuned task checkpoint whose
+  ``decoder.*`` is no MAE decoder): the decoder keeps its fresh initialisation, with a warning.
 
 The encoder goes through the backbone loader
 (:func:`~geofm.models.backbones.prithvi_weights.load_prithvi_checkpoint`: band adaptation,
@@ -60,7 +60,8 @@ def decoder_tensors(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     the ``decoder_*`` and ``mask_token`` keys next to the flat encoder keys (V1).
 
     Returns:
-        The decoder tensors (empty when the file holds none).
+        The decoder tensors (empty when the file holds none: a ``decoder.`` without
+        ``mask_token``, such as a fine-tuned task's UperNet, is not an MAE decoder).
     """
     tensors = _tensors(raw)
     prefixes = sorted({k[: -len(PATCH_EMBED_KEY)] for k in tensors if k.endswith(PATCH_EMBED_KEY)})
@@ -69,9 +70,12 @@ def decoder_tensors(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     prefix = prefixes[0]
     if prefix.endswith("encoder."):
         decoder = prefix[: -len("encoder.")] + "decoder."
-        return {k[len(decoder) :]: v for k, v in tensors.items() if k.startswith(decoder)}
-    flat = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return {k: v for k, v in flat.items() if k.startswith("decoder_") or k == "mask_token"}
+        found = {k[len(decoder) :]: v for k, v in tensors.items() if k.startswith(decoder)}
+    else:
+        flat = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        found = {k: v for k, v in flat.items() if k.startswith("decoder_") or k == "mask_token"}
+    # Every MAE decoder has a mask token; a fine-tuning checkpoint's decoder.* has none.
+    return found if "mask_token" in found else {}
 
 
 def _adapt_pred(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from geofm.data.raster import GridInfo
-from geofm.registry.errors import MissingDependencyError
+from geofm.registry.errors import import_optional
 
 __all__ = [
     "LabelFileError",
@@ -55,14 +55,9 @@ class LabelFileError(ValueError):
 
 def import_vector_libraries() -> tuple[Any, Any]:
     """``(pyogrio, shapely)``, or an error naming the extra that installs them."""
-    try:
-        import pyogrio
-        import pyproj  # noqa: F401  (reprojection)
-        import shapely
-    except ImportError as err:
-        raise MissingDependencyError(
-            "Reading vector labels (GeoJSON, GeoPackage)", err.name or "pyogrio", "vector"
-        ) from err
+    pyogrio, _, shapely = import_optional(
+        "Reading vector labels (GeoJSON, GeoPackage)", "vector", "pyogrio", "pyproj", "shapely"
+    )
     return pyogrio, shapely
 
 

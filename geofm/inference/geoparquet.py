@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from geofm.registry.errors import import_optional
+
 __all__ = [
     "FINGERPRINT_KEY",
     "GeoParquetWriter",
@@ -41,30 +43,19 @@ FINGERPRINT_KEY = b"geofm_fingerprint"
 
 
 def vector_modules() -> tuple[Any, Any, Any]:
-    """``(pyarrow, pyarrow.parquet, shapely)``, or an ImportError naming the extra to install."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        import shapely
-    except ImportError as err:
-        raise ImportError(
-            f"Writing GeoParquet needs pyarrow and shapely ({err}): pip install 'geofm[vector]'."
-        ) from err
-    return pa, pq, shapely
+    """``(pyarrow, pyarrow.parquet, shapely)``, or an error naming the extra to install."""
+    return import_optional(
+        "Writing GeoParquet", "vector", "pyarrow", "pyarrow.parquet", "shapely"
+    )
 
 
 def _projjson(crs: Any) -> dict[str, Any] | None:
     """A CRS (rasterio, WKT, EPSG string) as PROJJSON, as GeoParquet records it."""
     if crs is None:
         return None
-    try:
-        from pyproj import CRS
-    except ImportError as err:
-        raise ImportError(
-            f"Writing GeoParquet needs pyproj ({err}): pip install 'geofm[vector]'."
-        ) from err
+    (pyproj,) = import_optional("Writing GeoParquet", "vector", "pyproj")
     text = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
-    return CRS.from_user_input(text).to_json_dict()
+    return pyproj.CRS.from_user_input(text).to_json_dict()
 
 
 def footprints(

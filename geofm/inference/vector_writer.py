@@ -25,6 +25,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
+from geofm.registry.errors import import_optional
+
 __all__ = [
     "VECTOR_FORMATS",
     "VectorPredictionWriter",
@@ -46,16 +48,10 @@ _COLUMNS = ("class_id", "class_name", "score")
 
 
 def vector_libraries() -> tuple[Any, Any]:
-    """``(geopandas, shapely)``, or an ImportError naming the extra to install."""
-    try:
-        import geopandas
-        import pyogrio  # noqa: F401  (geopandas' writer engine)
-        import shapely
-    except ImportError as err:
-        raise ImportError(
-            f"Writing detections as GeoJSON/GeoPackage needs geopandas, pyogrio and shapely "
-            f"({err.name} is missing): pip install 'geofm[vector]'."
-        ) from err
+    """``(geopandas, shapely)``, or an error naming the extra that installs them."""
+    geopandas, _, shapely = import_optional(
+        "Writing detections as GeoJSON/GeoPackage", "vector", "geopandas", "pyogrio", "shapely"
+    )
     return geopandas, shapely
 
 

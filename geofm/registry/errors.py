@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["UnknownNameError", "UnknownScopeError", "MissingDependencyError", "close_names"]
 
@@ -90,3 +92,16 @@ class MissingDependencyError(ImportError):
             f"{what} needs the optional package '{package}', which is not installed. "
             f"Install it with: pip install 'geofm[{extra}]'"
         )
+
+
+def import_optional(what: str, extra: str, *modules: str) -> tuple[Any, ...]:
+    """Import ``modules`` of an optional extra, in order.
+
+    Raises:
+        MissingDependencyError: naming ``what`` needs them, the missing package and
+            ``pip install 'geofm[<extra>]'``.
+    """
+    try:
+        return tuple(importlib.import_module(name) for name in modules)
+    except ImportError as err:
+        raise MissingDependencyError(what, err.name or modules[0], extra) from err

@@ -62,6 +62,7 @@ __all__ = [
     "VARIANTS",
     "CoordinateEncoder",
     "add_coordinate_codes",
+    "init_linear_and_norm",
     "PatchEmbed3d",
     "PrithviViT",
     "build_prithvi_vit",
@@ -177,6 +178,19 @@ class CoordinateEncoder(nn.Module):
         second = sincos_1d(self.second_dim, coords[..., 1])
         code = torch.cat([first, second], dim=-1).reshape(*coords.shape[:-1], -1)
         return self.scale * code
+
+
+def init_linear_and_norm(root: nn.Module) -> None:
+    """The official MAE initialisation of every ``Linear`` (Xavier uniform, zero bias) and
+    ``LayerNorm`` (ones, zeros) under ``root``; encoder and MAE decoder share it."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class PrithviViT(nn.Module):
@@ -307,14 +321,7 @@ class PrithviViT(nn.Module):
         weight = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
 
     @property
     def fused_attn(self) -> bool:

@@ -26,7 +26,12 @@ import torch
 from torch import nn
 
 from geofm.models.backbones.pos_embed import resize_pos_embed, sincos_3d_pos_embed
-from geofm.models.backbones.prithvi_vit import CoordinateEncoder, PrithviViT, add_coordinate_codes
+from geofm.models.backbones.prithvi_vit import (
+    CoordinateEncoder,
+    PrithviViT,
+    add_coordinate_codes,
+    init_linear_and_norm,
+)
 
 __all__ = [
     "DECODER_DEFAULTS",
@@ -200,14 +205,7 @@ class MAEDecoder(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
 
     def forward(
         self,

@@ -176,7 +176,7 @@ def lora_settings(spec: Mapping[str, Any], where: str = "peft") -> LoraSettings:
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
         raise ValueError(f"{where_kw}.alpha={alpha!r} must be a positive number.")
     dropout = values.get("dropout", 0.0)
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
         raise ValueError(f"{where_kw}.dropout={dropout!r} must be in [0, 1).")
     bias = values.get("bias", "none")
     if bias not in _BIAS:

@@ -142,6 +142,7 @@ def test_unknown_target_is_an_error_listing_the_backbones_layers():
         ({**LORA, "method": "ia3"}, "method='ia3'"),
         ({**LORA, "r": 0}, r"peft\.r=0"),
         ({**LORA, "bias": "some"}, "bias='some'"),
+        ({**LORA, "dropout": False}, r"peft\.dropout=False"),
         ({"method": "lora", "r": 4}, "target_modules=None"),
         ({**LORA, "target_modules": "blocks[("}, "not a valid regular expression"),
         ({"method": "LORA", "peft_config_kwargs": {"target_modules": ["qkv"], "use_dora": True}}, r"peft_config_kwargs: unsupported LoRA settings \['use_dora'\]"),

@@ -522,7 +522,9 @@ class BaseTask(LightningModule, ABC):
                 "model_args.backbone_ckpt_path to store only the trained part."
             )
         else:
-            rank_zero_info(f"LoRA: checkpoints keep the trained part and refer to the base weights '{base}'.")
+            rank_zero_info(
+                f"LoRA: checkpoints keep the trained part and refer to the base weights '{base}'."
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """With LoRA: leave the base weights out, keeping a reference to their file."""

@@ -89,9 +89,11 @@ def base_weights_file(
     return None
 
 
-def _fingerprint(key: str, tensor: torch.Tensor) -> str:
+def _fingerprint(key: str, tensor: torch.Tensor, cached: bool = True) -> str:
     cache_key = (key, tensor.data_ptr(), tensor._version)
-    if cache_key not in _TENSOR_HASHES:
+    # The check on load hashes afresh: a freed tensor's address is reused, and writes through
+    # .data leave _version as it was, so a cached entry could vouch for other weights.
+    if not cached or cache_key not in _TENSOR_HASHES:
         data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
         digest = hashlib.sha256(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(data.tobytes())
@@ -190,7 +192,7 @@ def restore_checkpoint(task: Any, checkpoint: dict[str, Any]) -> None:
             f"({absent[:5]}{' ...' if len(absent) > 5 else ''}): build the task with the "
             "backbone and LoRA settings it was trained with."
         )
-    differ = [k for k, f in fingerprints.items() if k not in state and _fingerprint(k, own[k]) != f]
+    differ = [k for k, f in fingerprints.items() if k not in state and _fingerprint(k, own[k], cached=False) != f]
     if differ:
         raise ValueError(
             f"The base weights rebuilt from '{current}' differ from those the checkpoint was "

@@ -116,6 +116,19 @@ def test_another_base_file_is_refused_naming_both(trained, base_file, tmp_path):
         load_task_checkpoint(without, path)
 
 
+def test_changed_base_weights_are_refused_even_at_the_same_address(trained, base_file):
+    # The trained task's own tensors were fingerprinted (and cached) when it saved; a write
+    # through .data keeps their address and version, so only a fresh hash sees the change.
+    task, path = trained
+    weight = task.model.encoder.blocks[0].attn.qkv.base_layer.weight
+    weight.data.add_(1.0)
+    try:
+        with pytest.raises(ValueError, match="differ from those the checkpoint"):
+            load_task_checkpoint(task, path)
+    finally:
+        weight.data.sub_(1.0)
+
+
 def test_resume_continues_with_the_optimizer_state(trained, base_file, tmp_path):
     _, path = trained
     saved = torch.load(path, weights_only=True)

@@ -74,7 +74,12 @@ def test_lora_fine_tunes_and_predicts_the_flood_chip(tmp_path):
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint[CHECKPOINT_KEY]["base"]["file"] == str(base)
-    assert not any(k.startswith("model.encoder.layer") and ".lora_" not in k for k in checkpoint["state_dict"])
+    # timm backbones sit under model.encoder.model.; the frozen base of the residual layers is
+    # left out, only their LoRA weights are kept.
+    layers = [k for k in checkpoint["state_dict"] if k.startswith("model.encoder.model.layer")]
+    assert layers and all(".lora_" in k for k in layers)
+    base_keys = checkpoint[CHECKPOINT_KEY]["base_keys"]
+    assert "model.encoder.model.layer1.0.conv1.base_layer.weight" in base_keys
 
     out = tmp_path / "pred"
     run_lightning_cli(["predict", "-c", str(path), "--ckpt_path", str(last), "--predict_output_dir", str(out)])

@@ -6,8 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import shapely
 import torch
 from affine import Affine
 
@@ -25,8 +27,6 @@ from geofm.data.vector_labels import LabelFileError, read_vector_objects
 from geofm.errors import ConfigError
 from tests.data.fixtures import CRS, PIXEL, write_tif
 
-gpd = pytest.importorskip("geopandas")
-shapely = pytest.importorskip("shapely")
 
 ORIGIN = (440280.0, 3159720.0)
 SIZE = 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -15,7 +16,6 @@ from geofm.inference.embedding import embed_chips
 from geofm.inference.embedding_scenes import embed_scene, owned_ranges, plan_patch_tiles
 from geofm.tasks.embedding import EmbeddingTask
 
-gpd = pytest.importorskip("geopandas")
 
 TRANSFORM = Affine(30.0, 0.0, 600_000.0, 0.0, -30.0, 3_300_000.0)
 

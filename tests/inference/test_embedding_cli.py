@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
 
 from geofm.cli import main
 
-gpd = pytest.importorskip("geopandas")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "embed_prithvi_hls.yaml"
 # The example's 300M backbone, swapped for the tiny one: same bands, patch and tokens.
@@ -93,3 +92,31 @@ def test_geofm_predict_writes_what_geofm_embed_writes(tmp_path):
         assert len(a) == len(b) and a.crs == b.crs
         np.testing.assert_allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-5)
         assert a.geometry.geom_equals(b.geometry).all() and (a["date"] == b["date"]).all()
+
+
+def test_geofm_predict_streaming_writes_what_geofm_embed_scenes_writes(tmp_path):
+    """``geofm predict --streaming`` with an EmbeddingTask streams the predict scenes through
+    the same route as ``geofm embed --scenes``: same tile rows, same patch grid."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    stem = "HLS.S30.T14SMJ.2021232T170000.v2.0"
+    _hls(scenes / f"{stem}.tif", 96, 5)
+    assert main([
+        "embed", "-c", str(EXAMPLE), "--input", str(scenes), "-o", str(tmp_path / "embed"),
+        "--scenes", "--tile-size", "64", "--overlap", "32", *TINY,
+    ]) == 0
+    assert main([
+        "predict", "-c", str(EXAMPLE), *TINY, "--data.init_args.predict_data_root", str(scenes),
+        "--predict_output_dir", str(tmp_path / "predict"), "--trainer.accelerator", "cpu",
+        "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--streaming", "{tile_size: 64, overlap: 32}",
+    ]) == 0
+    a = gpd.read_parquet(tmp_path / "embed" / f"{stem}_tiles.parquet")
+    b = gpd.read_parquet(tmp_path / "predict" / f"{stem}_tiles.parquet")
+    assert len(a) == len(b) == 4 and a.crs == b.crs
+    assert a.geometry.geom_equals(b.geometry).all()
+    np.testing.assert_allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-5)
+    with rasterio.open(tmp_path / "embed" / f"{stem}_emb.tif") as x, \
+            rasterio.open(tmp_path / "predict" / f"{stem}_emb.tif") as y:
+        assert x.transform == y.transform and x.crs == y.crs and x.count == y.count
+        np.testing.assert_allclose(x.read(), y.read(), atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -15,7 +16,6 @@ from geofm.inference.embedding import embed_chips
 from geofm.inference.embedding_scenes import embed_scene, plan_patch_tiles
 from geofm.tasks.embedding import EmbeddingTask
 
-gpd = pytest.importorskip("geopandas")
 
 REPO = Path(__file__).resolve().parents[2]
 # ../shared beside the checkout, or one level up (a worktree in a folder of worktrees).
@@ -27,7 +27,7 @@ LANDSAT = DATA / "landsat8_scene" / "LC08_L1TP_224078_20200518_20200518_01_RT.TI
 
 def _need(path: Path) -> None:
     if not path.is_file():
-        pytest.skip(f"real data not found at {path}: check out ../shared beside the repository")
+        pytest.fail(f"real data not found at {path}: check out ../shared beside the repository")
 
 
 def test_hls_chip_with_prithvi_tiny_six_of_ten_bands(tmp_path):

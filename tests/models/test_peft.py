@@ -6,13 +6,12 @@ import copy
 import subprocess
 import sys
 
+import peft
 import pytest
 import torch
 
-peft = pytest.importorskip("peft", reason="LoRA needs the peft extra")
-
-from geofm.models.factories.encoder_decoder import EncoderDecoderFactory  # noqa: E402
-from geofm.models.peft import (  # noqa: E402
+from geofm.models.factories.encoder_decoder import EncoderDecoderFactory
+from geofm.models.peft import (
     SplitQKV,
     apply_lora,
     has_lora,
@@ -20,7 +19,7 @@ from geofm.models.peft import (  # noqa: E402
     merge_lora,
     parameter_summary,
 )
-from geofm.tasks.segmentation import SemanticSegmentationTask  # noqa: E402
+from geofm.tasks.segmentation import SemanticSegmentationTask
 
 BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW"]
 SIZE = 32

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("peft", reason="LoRA needs the peft extra")
-
-from geofm.export import ExportError, export_task, load_safetensors  # noqa: E402
-from geofm.inference.task_scenes import load_task_checkpoint  # noqa: E402
-from geofm.models.factories.encoder_decoder import EncoderDecoderFactory  # noqa: E402
-from geofm.tasks.peft_checkpoint import CHECKPOINT_KEY  # noqa: E402
-from geofm.tasks.segmentation import SemanticSegmentationTask  # noqa: E402
-from tests.tasks.helpers import DictDataModule, make_samples, trainer  # noqa: E402
+from geofm.export import ExportError, export_task, load_safetensors
+from geofm.inference.task_scenes import load_task_checkpoint
+from geofm.models.factories.encoder_decoder import EncoderDecoderFactory
+from geofm.tasks.peft_checkpoint import CHECKPOINT_KEY
+from geofm.tasks.segmentation import SemanticSegmentationTask
+from tests.tasks.helpers import DictDataModule, make_samples, trainer
 
 BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW"]
 SIZE = 32
@@ -162,7 +160,6 @@ def test_random_backbone_keeps_its_base_in_the_checkpoint(tmp_path, caplog):
 
 
 def test_export_merges_lora(trained, base_file, tmp_path):
-    pytest.importorskip("onnxruntime")
     task, _ = trained
     task = SemanticSegmentationTask(model_args=model_args(base_file), peft=LORA)
     task.load_state_dict(trained[0].state_dict())

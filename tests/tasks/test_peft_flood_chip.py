@@ -11,11 +11,9 @@ import rasterio
 import torch
 import yaml
 
-pytest.importorskip("peft", reason="LoRA needs the peft extra")
-
-from geofm.cli_lightning import run_lightning_cli  # noqa: E402
-from geofm.demo import STEM, carve_tiles  # noqa: E402
-from geofm.tasks.peft_checkpoint import CHECKPOINT_KEY  # noqa: E402
+from geofm.cli_lightning import run_lightning_cli
+from geofm.demo import STEM, carve_tiles
+from geofm.tasks.peft_checkpoint import CHECKPOINT_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "examples" / "sen1floods11_resnet_unet.yaml"
@@ -89,7 +87,6 @@ def test_lora_fine_tunes_and_predicts_the_flood_chip(tmp_path):
     assert set(values.tolist()) <= {0, 1, 255}
 
     # geofm export merges the LoRA weights: the ONNX file holds no adapter and matches the task
-    pytest.importorskip("onnxruntime")
     import onnx
 
     from geofm.cli import main as geofm

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from geofm.inference.chip_rows import ChipRows
 from geofm.inference.embedding import file_date
-from geofm.inference.prediction_writer import _grid
+from geofm.inference.prediction_writer import _grid, require_outputs
 
 __all__ = ["EmbeddingPredictionWriter"]
 
@@ -62,13 +62,11 @@ class EmbeddingPredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         assert self._rows is not None
-        keys = ("filename", "crs", "transform", "height", "width")
-        missing = [k for k in keys if k not in prediction]
-        if missing:
-            raise KeyError(
-                f"predict_step output lacks {missing}: embedding rows need each chip's file and "
-                "grid (geofm datamodules give them)."
-            )
+        require_outputs(
+            prediction,
+            ("filename", "crs", "transform", "height", "width"),
+            "embedding rows need each chip's file and grid (geofm datamodules give them).",
+        )
         pooled, grid = prediction.get("embedding"), prediction.get("grid")
         if grid is not None and self._rows.stride is None:  # the model's stride, once
             from geofm.inference.embedding import feature_stride

@@ -17,7 +17,15 @@ from rasterio.transform import Affine
 from geofm.inference.blending import output_type
 from geofm.inference.writer import GeoTiffSink, geotiff_profile
 
-__all__ = ["GeoTiffPredictionWriter"]
+__all__ = ["GeoTiffPredictionWriter", "require_outputs"]
+
+
+def require_outputs(prediction: Mapping[str, Any], keys: Sequence[str], why: str) -> None:
+    """Refuse a ``predict_step`` output without ``keys``, naming them and ``why`` the writer
+    needs them (the prediction writers' one check)."""
+    missing = [key for key in keys if key not in prediction]
+    if missing:
+        raise KeyError(f"predict_step output has no {missing}: {why}")
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +73,8 @@ class GeoTiffPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        filenames = prediction.get("filename")
-        if filenames is None:
-            raise KeyError("predict_step output has no 'filename'; the writer names outputs after their inputs.")
+        require_outputs(prediction, ["filename"], "the writer names outputs after their inputs.")
+        filenames = prediction["filename"]
         regression = getattr(pl_module, "model_task", None) == "regression"
         for key, suffix in PIXEL_OUTPUTS.items():
             values = prediction.get(key)

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
+from geofm.inference.prediction_writer import require_outputs
 from geofm.registry.errors import import_optional
 
 __all__ = [
@@ -255,18 +256,13 @@ class VectorPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        filenames = prediction.get("filename")
-        if filenames is None:
-            raise KeyError(
-                "predict_step output has no 'filename'; the writer names outputs after their "
-                "inputs."
-            )
-        missing = [k for k in ("boxes", "scores", "labels") if k not in prediction]
-        if missing:
-            raise KeyError(
-                f"predict_step output has no {missing}; VectorPredictionWriter writes the "
-                "detections of ObjectDetectionTask."
-            )
+        require_outputs(
+            prediction,
+            ["filename", "boxes", "scores", "labels"],
+            "VectorPredictionWriter writes the detections of ObjectDetectionTask, one file named "
+            "after each input.",
+        )
+        filenames = prediction["filename"]
         names = self.class_names
         if names is None:
             hparams = getattr(pl_module, "hparams", None)
